@@ -1,1 +1,17 @@
+//! singleuser-profiles: gives every JupyterHub notebook its own Ray cluster.
+//!
+//! Pure domain: [`profile`] (matching and merging), [`template`] (rendering), [`naming`],
+//! [`catalog`] (the parsed config snapshot) and [`plan`] (one spawn, before any I/O).
+//! Kubernetes edge: [`catalog::watch`] and [`cluster`]. HTTP edge: [`api`]. Wiring: [`cli`],
+//! [`serve`].
+
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod cluster;
+pub mod metrics;
+pub mod naming;
+pub mod plan;
 pub mod profile;
+pub mod serve;
+pub mod template;

@@ -1,0 +1,302 @@
+//! Request handlers: parse, call the domain and the cluster edge, shape the answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, OPENAPI_YAML};
+use crate::catalog::Catalog;
+use crate::metrics::OutcomeLabels;
+use crate::plan::{self, Owner, Plan, PodSettings, SpawnRequest};
+use crate::profile::{Requester, Resolved};
+
+/// The answer to spawn and render: what was (or would be) applied and what the notebook gets.
+#[derive(Debug, Serialize)]
+pub struct SpawnAnswer {
+    pub dry_run: bool,
+    pub cluster: String,
+    pub namespace: String,
+    pub owner: String,
+    pub profile: Resolved,
+    pub environment: BTreeMap<String, Value>,
+    pub pod: PodSettings,
+    pub objects: Vec<Value>,
+}
+
+impl SpawnAnswer {
+    pub fn new(plan: &Plan, objects: Vec<Value>, dry_run: bool) -> Self {
+        Self {
+            dry_run,
+            cluster: plan.cluster_name.clone(),
+            namespace: plan.owner.namespace.clone(),
+            owner: plan.owner.configmap_name(),
+            profile: plan.profile.clone(),
+            environment: plan.environment(&objects),
+            pod: plan.pod(),
+            objects,
+        }
+    }
+}
+
+impl AppState {
+    /// The current catalog, once the first full ConfigMap list is in.
+    fn catalog(&self) -> Result<Arc<Catalog>, ApiError> {
+        let snapshot = self.snapshot.borrow();
+        if snapshot.loaded { Ok(snapshot.catalog.clone()) } else { Err(ApiError::not_ready()) }
+    }
+
+    fn plan(&self, request: &SpawnRequest) -> Result<Plan, ApiError> {
+        Ok(plan::plan(&*self.catalog()?, request, &self.namespace)?)
+    }
+}
+
+/// JSON by default; YAML when the caller asks for it (handy for manifests with curl).
+fn respond<T: Serialize>(headers: &HeaderMap, status: StatusCode, body: &T) -> Response {
+    let wants_yaml = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/yaml") || v.contains("text/yaml"));
+    if wants_yaml {
+        match serde_yaml::to_string(body) {
+            Ok(text) => (status, [(header::CONTENT_TYPE, "application/yaml")], text).into_response(),
+            Err(err) => ApiError::internal(&err).into_response(),
+        }
+    } else {
+        (status, Json(body)).into_response()
+    }
+}
+
+fn outcome<T>(result: &Result<T, ApiError>) -> OutcomeLabels {
+    OutcomeLabels { outcome: result.as_ref().map_or_else(|e| e.body.code.to_owned(), |_| "ok".to_owned()) }
+}
+
+pub async fn spawn(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SpawnRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let started = Instant::now();
+    let result = async {
+        let plan = state.plan(&request)?;
+        let Some(clusters) = &state.clusters else {
+            return Ok(SpawnAnswer::new(&plan, plan.objects.clone(), true));
+        };
+        let applied = clusters.apply(&plan).await?;
+        Ok(SpawnAnswer::new(&plan, applied.objects, false))
+    }
+    .await;
+    state.metrics.spawn_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
+    let answer = result?;
+    tracing::info!(
+        user = %request.user,
+        server = %request.server,
+        cluster = %answer.cluster,
+        objects = answer.objects.len(),
+        dry_run = answer.dry_run,
+        "spawned"
+    );
+    Ok(respond(&headers, StatusCode::OK, &answer))
+}
+
+pub async fn render(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SpawnRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let started = Instant::now();
+    let result = state.plan(&request).map(|plan| SpawnAnswer::new(&plan, plan.objects.clone(), true));
+    state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
+    Ok(respond(&headers, StatusCode::OK, &result?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    pub user: String,
+    #[serde(default)]
+    pub server: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuery {
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    body: Result<Json<StopRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    stop_server(&state, request).await
+}
+
+pub async fn stop_default_server(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    stop_server(&state, StopRequest { user, server: String::new(), namespace: query.namespace }).await
+}
+
+pub async fn stop_named_server(
+    State(state): State<AppState>,
+    Path((user, server)): Path<(String, String)>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    stop_server(&state, StopRequest { user, server, namespace: query.namespace }).await
+}
+
+async fn stop_server(state: &AppState, request: StopRequest) -> Result<Response, ApiError> {
+    if request.user.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "user: the JupyterHub user name is required",
+        )
+        .field("user"));
+    }
+    let owner = Owner {
+        namespace: request.namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| state.namespace.clone()),
+        user: request.user,
+        server: request.server,
+    };
+    let Some(clusters) = &state.clusters else {
+        return Ok(Json(json!({"dry_run": true, "stopped": false, "owner": owner.configmap_name(), "namespace": owner.namespace})).into_response());
+    };
+    let existed = clusters.stop(&owner).await?;
+    tracing::info!(user = %owner.user, server = %owner.server, existed, "stopped");
+    Ok(Json(json!({"dry_run": false, "stopped": existed, "owner": owner.configmap_name(), "namespace": owner.namespace})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesQuery {
+    pub user: Option<String>,
+    /// Comma-separated JupyterHub groups.
+    #[serde(default)]
+    pub groups: String,
+    pub image: Option<String>,
+    /// `kubespawner` for KubeSpawner `profile_list` entries.
+    pub format: Option<String>,
+}
+
+pub async fn profiles(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ProfilesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let user = query.user.filter(|u| !u.is_empty()).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "user: add `?user=<JupyterHub user name>`")
+            .field("user")
+    })?;
+    let who = Requester {
+        user,
+        groups: query.groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+    };
+    let catalog = state.catalog()?;
+    let image = query.image.as_deref().filter(|i| !i.is_empty());
+    match query.format.as_deref() {
+        None | Some("") => {
+            let body = json!({
+                "profiles": catalog.profiles().choices(&who, image),
+                "sizes": catalog.profiles().sizes(),
+            });
+            Ok(respond(&headers, StatusCode::OK, &body))
+        }
+        Some("kubespawner") => {
+            Ok(respond(&headers, StatusCode::OK, &catalog.profiles().kubespawner_profile_list(&who, image)))
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("format `{other}` is unknown; leave it out or use `kubespawner`"),
+        )
+        .field("format")),
+    }
+}
+
+pub async fn clusters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    query: Result<Query<NamespaceQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let namespace = query.namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| state.namespace.clone());
+    let Some(clusters) = &state.clusters else {
+        return Ok(respond(
+            &headers,
+            StatusCode::OK,
+            &json!({"dry_run": true, "user": user, "clusters": []}),
+        ));
+    };
+    let found = clusters.status(&user, &namespace).await?;
+    Ok(respond(&headers, StatusCode::OK, &json!({"dry_run": false, "user": user, "clusters": found})))
+}
+
+pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let snapshot = state.snapshot.borrow().clone();
+    let body = json!({
+        "mode": if state.clusters.is_some() { "cluster" } else { "dry-run" },
+        "source": snapshot.source,
+        "loaded": snapshot.loaded,
+        "watch_error": snapshot.watch_error,
+        "profile_configmaps": snapshot.catalog.profile_sources().collect::<Vec<_>>(),
+        "templates": snapshot.catalog.template_count(),
+        "problems": snapshot.catalog.problems(),
+    });
+    respond(&headers, StatusCode::OK, &body)
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: profiles not loaded yet, or shutting down")
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn openapi_yaml() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
+}
+
+pub async fn openapi_json() -> Response {
+    match serde_yaml::from_str::<Value>(OPENAPI_YAML) {
+        Ok(doc) => Json(doc).into_response(),
+        Err(err) => ApiError::internal(&err).into_response(),
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; the API is described at /openapi.yaml",
+    )
+}

@@ -1,0 +1,120 @@
+//! The HTTP edge: the REST API JupyterHub's hooks, the ODH dashboard and curl call.
+
+mod auth;
+mod error;
+mod handlers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::HubToken;
+pub use error::{ApiError, ErrorBody};
+pub use handlers::SpawnAnswer;
+
+use crate::catalog::watch::Snapshot;
+use crate::cluster::Clusters;
+use crate::metrics::{Metrics, RequestLabels};
+
+/// The service's OpenAPI document.
+pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// `None`: the embedded dry-run mode, nothing is written anywhere.
+    pub clusters: Option<Clusters>,
+    /// Where notebooks (and their clusters) live unless a request names another namespace.
+    pub namespace: String,
+    /// `None`: open access (only allowed in dry-run mode).
+    pub hub_token: Option<HubToken>,
+    pub metrics: Metrics,
+    /// Set on SIGTERM: readiness turns false so load balancers stop sending work.
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Spawns may wait for the Ray head, so they get their own, longer bound.
+    pub spawn_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            spawn_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let spawn = Router::new()
+        .route("/api/v1/spawn", post(handlers::spawn))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.spawn_timeout));
+    let api = Router::new()
+        .route("/api/v1/render", post(handlers::render))
+        .route("/api/v1/stop", post(handlers::stop))
+        .route("/api/v1/profiles", get(handlers::profiles))
+        .route("/api/v1/status", get(handlers::status))
+        .route("/api/v1/users/{user}/clusters", get(handlers::clusters))
+        .route("/api/v1/users/{user}/server", delete(handlers::stop_default_server))
+        .route("/api/v1/users/{user}/servers/{server}", delete(handlers::stop_named_server))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout))
+        .merge(spawn)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.yaml", get(handlers::openapi_yaml))
+        .route("/openapi.json", get(handlers::openapi_json))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
+        .inc();
+    response
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.borrow().loaded && !self.shutting_down.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,462 @@
+//! The catalog: every profile and template the service knows, parsed once from ConfigMaps.
+//!
+//! Both config sources (the Kubernetes watch and the `profiles/` + `templates/` folders) hand
+//! their ConfigMaps to [`Catalog::build`]. A ConfigMap that fails to parse keeps its last good
+//! version serving and its error is kept for the status endpoint, the log and a metric.
+
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::{self, PROFILES_KEY, ProfileDoc, ProfileSet};
+use crate::template::Template;
+
+/// A ConfigMap as the catalog sees it: a name, labels and text data.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct ConfigMapSource {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub data: BTreeMap<String, String>,
+}
+
+/// Which ConfigMaps hold profiles: the base one by name, the others by label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSelector {
+    pub base_name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for ProfileSelector {
+    fn default() -> Self {
+        Self::new("jupyter-singleuser-profiles", "jupyterhub=singleuser-profiles")
+            .expect("the default selector is valid")
+    }
+}
+
+impl ProfileSelector {
+    /// `selector` is an equality-based label selector: `key=value[,key=value...]`.
+    pub fn new(base_name: &str, selector: &str) -> Result<Self, String> {
+        let mut labels = BTreeMap::new();
+        for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (key, value) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .ok_or_else(|| format!("label selector term `{term}` is not of the form key=value"))?;
+            labels.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+        Ok(Self { base_name: base_name.to_owned(), labels })
+    }
+
+    pub fn matches(&self, cm: &ConfigMapSource) -> bool {
+        cm.name == self.base_name
+            || (!self.labels.is_empty() && self.labels.iter().all(|(k, v)| cm.labels.get(k) == Some(v)))
+    }
+
+    /// The selector in Kubernetes' string form, for list/watch calls.
+    pub fn label_selector(&self) -> String {
+        self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A problem with one ConfigMap (or one key of it). The last good version keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigProblem {
+    pub configmap: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+    /// True when an earlier good version of this ConfigMap/key is still serving.
+    pub serving_last_good: bool,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if self.serving_last_good {
+            f.write_str(" (the last good version keeps serving)")?;
+        }
+        Ok(())
+    }
+}
+
+/// An immutable snapshot; the request path reads it without any API call.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    profiles: ProfileSet,
+    /// Profile ConfigMaps in load order, with the text each parsed document came from.
+    docs: Vec<(String, Arc<str>, Arc<ProfileDoc>)>,
+    /// Compiled templates by (ConfigMap, key), with the text they came from.
+    templates: HashMap<(String, String), (Arc<str>, Arc<Template>)>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Catalog {
+    /// Builds a snapshot from every ConfigMap currently known, reusing what `previous` already
+    /// parsed from identical text and keeping its good versions where the new text is broken.
+    pub fn build<'a>(
+        selector: &ProfileSelector,
+        configmaps: impl IntoIterator<Item = &'a ConfigMapSource>,
+        previous: Option<&Catalog>,
+    ) -> Catalog {
+        let by_name: BTreeMap<&str, &ConfigMapSource> =
+            configmaps.into_iter().map(|cm| (cm.name.as_str(), cm)).collect();
+
+        // Base ConfigMap first, then the labelled ones sorted by name (JSP's order).
+        let mut profile_cms: Vec<&ConfigMapSource> =
+            by_name.values().copied().filter(|cm| selector.matches(cm)).collect();
+        profile_cms.sort_by_key(|cm| (cm.name != selector.base_name, cm.name.clone()));
+
+        let mut problems = Vec::new();
+        let mut docs = Vec::new();
+        for cm in profile_cms {
+            let last_good = previous.and_then(|p| p.docs.iter().find(|(name, ..)| *name == cm.name));
+            let Some(text) = cm.data.get(PROFILES_KEY) else {
+                problems.push(ConfigProblem {
+                    configmap: cm.name.clone(),
+                    key: None,
+                    line: None,
+                    message: format!(
+                        "ConfigMap {} is selected as a profile source but has no key `{PROFILES_KEY}`; add that key or remove the label",
+                        cm.name
+                    ),
+                    serving_last_good: last_good.is_some(),
+                });
+                docs.extend(last_good.cloned());
+                continue;
+            };
+            if let Some(same) = last_good.filter(|(_, old, _)| **old == **text) {
+                docs.push(same.clone());
+                continue;
+            }
+            match profile::parse_doc(&cm.name, PROFILES_KEY, text) {
+                Ok(doc) => docs.push((cm.name.clone(), Arc::from(text.as_str()), Arc::new(doc))),
+                Err(err) => {
+                    problems.push(ConfigProblem {
+                        configmap: cm.name.clone(),
+                        key: Some(PROFILES_KEY.to_owned()),
+                        line: err.line,
+                        message: err.to_string(),
+                        serving_last_good: last_good.is_some(),
+                    });
+                    docs.extend(last_good.cloned());
+                }
+            }
+        }
+
+        let profiles = ProfileSet::new(docs.iter().map(|(_, _, doc)| (**doc).clone()));
+
+        let mut templates = HashMap::new();
+        for (cm_name, key) in referenced_templates(&docs) {
+            let last_good = previous.and_then(|p| p.templates.get(&(cm_name.clone(), key.clone())));
+            let text = by_name.get(cm_name.as_str()).and_then(|cm| cm.data.get(&key));
+            let Some(text) = text else {
+                let what = if by_name.contains_key(cm_name.as_str()) {
+                    format!("template ConfigMap {cm_name} has no key `{key}`")
+                } else {
+                    format!("template ConfigMap {cm_name} does not exist")
+                };
+                problems.push(ConfigProblem {
+                    configmap: cm_name.clone(),
+                    key: Some(key.clone()),
+                    line: None,
+                    message: format!(
+                        "{what}; a profile service references it (create it or fix the reference)"
+                    ),
+                    serving_last_good: false,
+                });
+                continue;
+            };
+            if let Some(same) = last_good.filter(|(old, _)| **old == **text) {
+                templates.insert((cm_name, key), same.clone());
+                continue;
+            }
+            match Template::compile(&cm_name, &key, text) {
+                Ok(t) => {
+                    templates.insert((cm_name, key), (Arc::from(text.as_str()), Arc::new(t)));
+                }
+                Err(err) => {
+                    problems.push(ConfigProblem {
+                        configmap: cm_name.clone(),
+                        key: Some(key.clone()),
+                        line: err.line,
+                        message: err.to_string(),
+                        serving_last_good: last_good.is_some(),
+                    });
+                    if let Some(good) = last_good {
+                        templates.insert((cm_name, key), good.clone());
+                    }
+                }
+            }
+        }
+
+        Catalog { profiles, docs, templates, problems }
+    }
+
+    pub fn profiles(&self) -> &ProfileSet {
+        &self.profiles
+    }
+
+    pub fn template(&self, configmap: &str, key: &str) -> Option<&Template> {
+        self.templates.get(&(configmap.to_owned(), key.to_owned())).map(|(_, t)| &**t)
+    }
+
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+
+    /// Names of the profile ConfigMaps serving, in load order.
+    pub fn profile_sources(&self) -> impl Iterator<Item = &str> {
+        self.docs.iter().map(|(name, ..)| name.as_str())
+    }
+
+    pub fn template_count(&self) -> usize {
+        self.templates.len()
+    }
+}
+
+fn referenced_templates(docs: &[(String, Arc<str>, Arc<ProfileDoc>)]) -> BTreeSet<(String, String)> {
+    docs.iter()
+        .flat_map(|(_, _, doc)| doc.profiles.iter())
+        .flat_map(|p| p.services.values())
+        .flat_map(|s| s.resources.iter())
+        .map(|r| (r.name.clone(), r.path.clone()))
+        .collect()
+}
+
+/// Why a folder of ConfigMap files could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: document {index}: {message}")]
+    Invalid { path: String, index: usize, message: String },
+}
+
+/// Reads every `*.yaml`/`*.yml` file in the given folders (or files): one or many ConfigMap
+/// objects per file, `---`-separated, or `kind: List`. Other kinds are an error: these folders
+/// are meant to be `kubectl apply -f`-able as they are.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<ConfigMapSource>, DirError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let io = |source| DirError::Io { path: path.display().to_string(), source };
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .map_err(io)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(path.to_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let shown = file.display().to_string();
+        let text =
+            std::fs::read_to_string(&file).map_err(|source| DirError::Io { path: shown.clone(), source })?;
+        out.extend(parse_configmaps(&shown, &text)?);
+    }
+    Ok(out)
+}
+
+/// Parses ConfigMap manifests from one file's text.
+pub fn parse_configmaps(path: &str, text: &str) -> Result<Vec<ConfigMapSource>, DirError> {
+    #[derive(Deserialize)]
+    struct Metadata {
+        name: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    }
+    #[derive(Deserialize)]
+    struct Manifest {
+        kind: String,
+        metadata: Option<Metadata>,
+        #[serde(default)]
+        data: BTreeMap<String, String>,
+        #[serde(default)]
+        items: Vec<serde_yaml::Value>,
+    }
+    let invalid = |index, message: String| DirError::Invalid { path: path.to_owned(), index, message };
+
+    let mut out = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let index = index + 1;
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| invalid(index, e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let manifest: Manifest = serde_yaml::from_value(value).map_err(|e| invalid(index, e.to_string()))?;
+        let items = match manifest.kind.as_str() {
+            "ConfigMap" => vec![manifest],
+            "List" | "ConfigMapList" => manifest
+                .items
+                .into_iter()
+                .map(serde_yaml::from_value)
+                .collect::<Result<Vec<Manifest>, _>>()
+                .map_err(|e| invalid(index, e.to_string()))?,
+            other => {
+                return Err(invalid(
+                    index,
+                    format!("kind {other} is not a ConfigMap; these folders hold ConfigMaps only"),
+                ));
+            }
+        };
+        for item in items {
+            let metadata =
+                item.metadata.ok_or_else(|| invalid(index, "ConfigMap without metadata.name".into()))?;
+            if item.kind != "ConfigMap" {
+                return Err(invalid(index, format!("list item of kind {} is not a ConfigMap", item.kind)));
+            }
+            out.push(ConfigMapSource { name: metadata.name, labels: metadata.labels, data: item.data });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMapSource {
+        ConfigMapSource {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    const TEMPLATE: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x-{{user}}\n";
+
+    fn profiles(name: &str, profile_name: &str) -> String {
+        format!(
+            "profiles:\n- name: {profile_name}\n  services:\n    svc:\n      resources:\n      - name: tpl\n        path: {name}.yaml\n"
+        )
+    }
+
+    fn selector() -> ProfileSelector {
+        ProfileSelector::default()
+    }
+
+    #[test]
+    fn base_first_then_labelled_by_name() {
+        let label = [("jupyterhub", "singleuser-profiles")];
+        let cms = [
+            cm("zeta", &label, &[(PROFILES_KEY, "profiles: [{name: z}]")]),
+            cm("alpha", &label, &[(PROFILES_KEY, "profiles: [{name: a}]")]),
+            cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: [{name: base}]")]),
+            cm("unrelated", &[], &[(PROFILES_KEY, "profiles: [{name: nope}]")]),
+        ];
+        let catalog = Catalog::build(&selector(), &cms, None);
+        assert_eq!(
+            catalog.profile_sources().collect::<Vec<_>>(),
+            ["jupyter-singleuser-profiles", "alpha", "zeta"]
+        );
+        assert!(catalog.problems().is_empty(), "{:?}", catalog.problems());
+    }
+
+    #[test]
+    fn broken_profiles_keep_the_last_good_version() {
+        let good = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles("a", "first"))]);
+        let tpl = cm("tpl", &[], &[("a.yaml", TEMPLATE)]);
+        let first = Catalog::build(&selector(), [&good, &tpl], None);
+        assert!(first.problems().is_empty(), "{:?}", first.problems());
+
+        let broken =
+            cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: [\n  - name: x\n bad")]);
+        let second = Catalog::build(&selector(), [&broken, &tpl], Some(&first));
+        assert_eq!(second.problems().len(), 1);
+        let problem = &second.problems()[0];
+        assert_eq!(problem.configmap, "jupyter-singleuser-profiles");
+        assert!(problem.serving_last_good);
+        assert!(problem.line.is_some(), "{problem:?}");
+        assert_eq!(second.profile_sources().collect::<Vec<_>>(), ["jupyter-singleuser-profiles"]);
+        assert!(
+            second.template("tpl", "a.yaml").is_some(),
+            "templates of the last good profiles stay compiled"
+        );
+    }
+
+    #[test]
+    fn broken_profiles_without_a_good_version_are_skipped() {
+        let broken = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: {")]);
+        let catalog = Catalog::build(&selector(), [&broken], None);
+        assert_eq!(catalog.profile_sources().count(), 0);
+        assert!(!catalog.problems()[0].serving_last_good);
+    }
+
+    #[test]
+    fn broken_template_keeps_the_last_good_version() {
+        let profiles_cm = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles("a", "p"))]);
+        let good = cm("tpl", &[], &[("a.yaml", TEMPLATE)]);
+        let first = Catalog::build(&selector(), [&profiles_cm, &good], None);
+        let broken = cm("tpl", &[], &[("a.yaml", "metadata:\n  name: {{#if user}}\n")]);
+        let second = Catalog::build(&selector(), [&profiles_cm, &broken], Some(&first));
+        assert_eq!(second.problems().len(), 1, "{:?}", second.problems());
+        assert_eq!(second.problems()[0].key.as_deref(), Some("a.yaml"));
+        assert!(second.problems()[0].serving_last_good);
+        assert!(second.template("tpl", "a.yaml").is_some());
+    }
+
+    #[test]
+    fn missing_template_configmap_or_key_is_reported() {
+        let profiles_cm = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles("a", "p"))]);
+        let catalog = Catalog::build(&selector(), [&profiles_cm], None);
+        assert!(catalog.problems()[0].message.contains("does not exist"), "{:?}", catalog.problems());
+        let wrong_key = cm("tpl", &[], &[("b.yaml", TEMPLATE)]);
+        let catalog = Catalog::build(&selector(), [&profiles_cm, &wrong_key], None);
+        assert!(catalog.problems()[0].message.contains("has no key `a.yaml`"), "{:?}", catalog.problems());
+    }
+
+    #[test]
+    fn unchanged_text_is_not_parsed_again() {
+        let profiles_cm = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles("a", "p"))]);
+        let tpl = cm("tpl", &[], &[("a.yaml", TEMPLATE)]);
+        let first = Catalog::build(&selector(), [&profiles_cm, &tpl], None);
+        let second = Catalog::build(&selector(), [&profiles_cm, &tpl], Some(&first));
+        assert!(Arc::ptr_eq(&first.docs[0].2, &second.docs[0].2));
+        let key = ("tpl".to_owned(), "a.yaml".to_owned());
+        assert!(Arc::ptr_eq(&first.templates[&key].1, &second.templates[&key].1));
+    }
+
+    #[test]
+    fn selector_parses_equality_terms() {
+        let s = ProfileSelector::new("base", "a=b, c==d").unwrap();
+        assert_eq!(s.label_selector(), "a=b,c=d");
+        assert!(ProfileSelector::new("base", "justakey").is_err());
+        assert!(s.matches(&cm("x", &[("a", "b"), ("c", "d")], &[])));
+        assert!(!s.matches(&cm("x", &[("a", "b")], &[])));
+        assert!(s.matches(&cm("base", &[], &[])));
+    }
+
+    #[test]
+    fn manifests_parse_from_multi_document_files_and_lists() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n  labels: {a: b}\ndata:\n  k: v\n---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: two}\n";
+        let cms = parse_configmaps("f.yaml", text).unwrap();
+        assert_eq!(cms.len(), 2);
+        assert_eq!(cms[0].labels["a"], "b");
+        assert_eq!(cms[0].data["k"], "v");
+        assert_eq!(cms[1].name, "two");
+        let err = parse_configmaps("f.yaml", "kind: Secret\nmetadata: {name: s}\n").unwrap_err();
+        assert!(err.to_string().contains("f.yaml: document 1: kind Secret"), "{err}");
+    }
+
+    #[test]
+    fn repository_content_loads_without_problems() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cms = load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
+        let catalog = Catalog::build(&selector(), &cms, None);
+        assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
+        assert!(catalog.profile_sources().count() >= 1);
+        assert!(catalog.template_count() >= 1);
+    }
+}

@@ -1,0 +1,281 @@
+//! Command line: `serve`, `render` (offline, like `helm template`) and `validate` (lint).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::catalog::{self, Catalog, ProfileSelector};
+use crate::plan::{self, SpawnRequest};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "singleuser-profiles",
+    version,
+    about = "Gives every JupyterHub notebook its own Ray cluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "SUP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the REST API (watching ConfigMaps in a cluster, or a dry run from the folders).
+    Serve(ServeArgs),
+    /// Render the objects and environment for one user, offline; writes nothing anywhere.
+    Render(RenderArgs),
+    /// Lint ConfigMap files; exits 1 with precise messages on any problem.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// Use the cluster when one is reachable, else a dry run from the folders.
+    Auto,
+    /// Watch ConfigMaps and apply for real; fail when no cluster is reachable.
+    Cluster,
+    /// Serve the folders; spawn answers without writing anything.
+    DryRun,
+}
+
+/// Where the profile ConfigMaps are found (in a cluster or among files).
+#[derive(Debug, Clone, Args)]
+pub struct SelectorArgs {
+    /// Name of the base profiles ConfigMap, read first.
+    #[arg(long, env = "SUP_PROFILES_CONFIGMAP", default_value = "jupyter-singleuser-profiles")]
+    pub profiles_configmap: String,
+    /// Label selector (key=value[,key=value]) of the other profile ConfigMaps.
+    #[arg(long, env = "SUP_PROFILES_SELECTOR", default_value = "jupyterhub=singleuser-profiles")]
+    pub profiles_selector: String,
+}
+
+impl SelectorArgs {
+    pub fn selector(&self) -> Result<ProfileSelector, String> {
+        ProfileSelector::new(&self.profiles_configmap, &self.profiles_selector)
+            .map_err(|e| format!("--profiles-selector: {e}"))
+    }
+}
+
+/// The folders of ConfigMap files used by the dry run, `render` and `validate`.
+#[derive(Debug, Clone, Args)]
+pub struct FolderArgs {
+    #[arg(long = "profiles", env = "SUP_PROFILES_DIR", default_value = "profiles")]
+    pub profiles_dir: PathBuf,
+    #[arg(long = "templates", env = "SUP_TEMPLATES_DIR", default_value = "templates")]
+    pub templates_dir: PathBuf,
+}
+
+impl FolderArgs {
+    pub fn load(&self, selector: &ProfileSelector) -> Result<Catalog, String> {
+        let cms =
+            catalog::load_paths(&[&self.profiles_dir, &self.templates_dir]).map_err(|e| e.to_string())?;
+        Ok(Catalog::build(selector, &cms, None))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "SUP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "SUP_MODE", value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Namespace to watch and to spawn into by default [default: the client's namespace].
+    #[arg(long, env = "SUP_NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub selector: SelectorArgs,
+    #[command(flatten)]
+    pub folders: FolderArgs,
+    /// The hub's API token (prefer --hub-token-file).
+    #[arg(long, env = "SUP_HUB_TOKEN", hide_env_values = true)]
+    pub hub_token: Option<String>,
+    /// File holding the hub's API token.
+    #[arg(long, env = "SUP_HUB_TOKEN_FILE")]
+    pub hub_token_file: Option<PathBuf>,
+    /// Seconds any request may take (spawn excepted).
+    #[arg(long, env = "SUP_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Seconds a spawn may take, waiting for the Ray head included.
+    #[arg(long, env = "SUP_SPAWN_TIMEOUT", default_value_t = 600)]
+    pub spawn_timeout: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// Seconds to drain in-flight requests after SIGTERM.
+    #[arg(long, env = "SUP_SHUTDOWN_GRACE", default_value_t = 25)]
+    pub shutdown_grace: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub folders: FolderArgs,
+    #[command(flatten)]
+    pub selector: SelectorArgs,
+    #[arg(long, env = "SUP_USER")]
+    pub user: String,
+    /// Comma-separated JupyterHub groups.
+    #[arg(long, env = "SUP_GROUPS", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    #[arg(long, env = "SUP_IMAGE")]
+    pub image: Option<String>,
+    /// Profile slug.
+    #[arg(long, env = "SUP_PROFILE")]
+    pub profile: Option<String>,
+    #[arg(long, env = "SUP_SIZE")]
+    pub size: Option<String>,
+    /// A user option, `name=value`; repeat for more.
+    #[arg(long = "option", env = "SUP_OPTIONS", value_delimiter = ',', value_parser = parse_option)]
+    pub options: Vec<(String, Value)>,
+    /// Named server (empty: the default server).
+    #[arg(long, env = "SUP_SERVER", default_value = "")]
+    pub server: String,
+    #[arg(long, env = "SUP_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// yaml: the objects, `---`-separated; json: the body `POST /api/v1/render` answers.
+    #[arg(short = 'o', long, env = "SUP_OUTPUT", value_enum, default_value_t = Output::Yaml)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// ConfigMap files or folders [default: profiles templates].
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub selector: SelectorArgs,
+}
+
+/// `name=value`; the value is JSON when it parses as a number or boolean, else a string.
+fn parse_option(text: &str) -> Result<(String, Value), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not name=value"))?;
+    let value = match serde_json::from_str::<Value>(value) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(value.to_owned()),
+    };
+    Ok((name.trim().to_owned(), value))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::serve::init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => crate::serve::run(args),
+        Command::Render(args) => render(args),
+        Command::Validate(args) => validate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn render(args: RenderArgs) -> Result<ExitCode, String> {
+    let catalog = args.folders.load(&args.selector.selector()?)?;
+    for problem in catalog.problems() {
+        eprintln!("warning: {problem}");
+    }
+    let request = SpawnRequest {
+        user: args.user,
+        groups: args.groups,
+        image: args.image,
+        profile: args.profile,
+        size: args.size,
+        options: args.options.into_iter().collect::<BTreeMap<_, _>>(),
+        server: args.server,
+        namespace: Some(args.namespace.clone()),
+    };
+    let plan = plan::plan(&catalog, &request, &args.namespace).map_err(|e| e.to_string())?;
+    let answer = crate::api::SpawnAnswer::new(&plan, plan.objects.clone(), true);
+    let text = match args.output {
+        Output::Json => serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?,
+        Output::Yaml => {
+            let mut out = String::new();
+            for object in &answer.objects {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(object).map_err(|e| e.to_string())?);
+            }
+            out.push_str("# environment:\n");
+            for (name, value) in &answer.environment {
+                let shown = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                out.push_str(&format!("#   {name}={shown}\n"));
+            }
+            out
+        }
+    };
+    print_out(&text)
+}
+
+/// Prints to stdout; a closed pipe (`render | head`) is a normal end, not a crash.
+fn print_out(text: &str) -> Result<ExitCode, String> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the output: {err}")),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from("profiles"), PathBuf::from("templates")]
+    } else {
+        args.paths
+    };
+    let cms = catalog::load_paths(&paths).map_err(|e| e.to_string())?;
+    let catalog = Catalog::build(&args.selector.selector()?, &cms, None);
+    let mut problems: Vec<String> = catalog.problems().iter().map(ToString::to_string).collect();
+    problems.extend(plan::lint(&catalog));
+    if problems.is_empty() {
+        println!(
+            "ok: {} profile ConfigMap(s), {} template(s), every profile renders",
+            catalog.profile_sources().count(),
+            catalog.template_count()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("error: {problem}");
+    }
+    println!("{} problem(s) found", problems.len());
+    Ok(ExitCode::from(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_typed_values() {
+        assert_eq!(parse_option("workers=3").unwrap(), ("workers".into(), serde_json::json!(3)));
+        assert_eq!(parse_option("gpu=true").unwrap(), ("gpu".into(), serde_json::json!(true)));
+        assert_eq!(parse_option("mode=fast").unwrap(), ("mode".into(), serde_json::json!("fast")));
+        assert!(parse_option("novalue").is_err());
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

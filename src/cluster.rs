@@ -1,0 +1,393 @@
+//! The Kubernetes edge for Ray clusters: apply a plan (all or nothing), wait for the head,
+//! stop (delete the owner, garbage collection does the rest) and report status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::{ApiResource, GroupVersionKind, Status};
+use kube::discovery::{ApiCapabilities, Scope};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+use crate::naming;
+use crate::plan::{self, Owner, Plan};
+
+/// The one field manager every write uses, so re-applying is a no-op and ownership is clear.
+pub const FIELD_MANAGER: &str = "singleuser-profiles";
+
+/// Why the cluster did not do what a spawn, stop or status asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the API server rejected {object}: {reason}")]
+    Rejected { object: String, reason: String, code: u16 },
+    #[error(
+        "{object}: the cluster does not serve kind {kind} of {api_version}; install its CRD or change the template"
+    )]
+    UnknownKind { object: String, api_version: String, kind: String },
+    #[error("Ray cluster {cluster} did not become ready within {} s; it was removed", waited.as_secs())]
+    NotReady { cluster: String, waited: Duration },
+    #[error("the Kubernetes API server is unavailable: {0}")]
+    Unavailable(String),
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// A spawn as applied: the objects as the API server stored them.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub objects: Vec<Value>,
+}
+
+/// One of a user's Ray clusters, as `GET /users/{user}/clusters` reports it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub namespace: String,
+    pub server: String,
+    pub profile: String,
+    pub ready: bool,
+    pub state: Option<String>,
+    pub head_pod: Option<String>,
+    pub head_pod_ip: Option<String>,
+    pub dashboard_url: Option<String>,
+    pub created: Option<String>,
+    pub age_seconds: Option<i64>,
+    pub objects: Vec<String>,
+}
+
+/// Applies plans and deletes what they made, through one client and a discovery cache.
+#[derive(Clone)]
+pub struct Clusters {
+    client: Client,
+    kinds: Arc<RwLock<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>>,
+}
+
+impl Clusters {
+    pub fn new(client: Client) -> Self {
+        Self { client, kinds: Arc::default() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Applies the owner ConfigMap, then every rendered object owned by it. On any failure,
+    /// what this spawn created is removed before the error is returned.
+    pub async fn apply(&self, plan: &Plan) -> Result<Applied, ClusterError> {
+        let owner = &plan.owner;
+        let profile = plan.profile.slug.clone().unwrap_or_default();
+        let owner_cm = owner.configmap(&plan.cluster_name, &profile, &plan.objects);
+        let (owner_obj, owner_created) = self.apply_object(&owner_cm).await?;
+        let uid = owner_obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let owner_ref = json!([{
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": owner.configmap_name(),
+            "uid": uid,
+            "blockOwnerDeletion": true,
+        }]);
+
+        let mut created = Vec::new();
+        let mut applied = Vec::with_capacity(plan.objects.len());
+        for object in &plan.objects {
+            let mut object = object.clone();
+            object["metadata"]["ownerReferences"] = owner_ref.clone();
+            match self.apply_object(&object).await {
+                Ok((stored, was_created)) => {
+                    if was_created {
+                        created.push(object);
+                    }
+                    applied.push(stored);
+                }
+                Err(err) => {
+                    self.roll_back(owner, owner_created, &created).await;
+                    return Err(err);
+                }
+            }
+        }
+
+        if let (Some(timeout), Some(rc)) = (plan.wait(), applied.iter().find(|o| plan::is_ray_cluster(o))) {
+            match self.wait_ready(rc, timeout).await {
+                Ok(Some(ready)) => {
+                    let index = applied.iter().position(plan::is_ray_cluster).expect("found above");
+                    applied[index] = ready;
+                }
+                Ok(None) => {
+                    self.roll_back(owner, owner_created, &created).await;
+                    return Err(ClusterError::NotReady {
+                        cluster: plan.cluster_name.clone(),
+                        waited: timeout,
+                    });
+                }
+                Err(err) => {
+                    self.roll_back(owner, owner_created, &created).await;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(Applied { objects: applied })
+    }
+
+    /// Deletes the owner ConfigMap; garbage collection removes the rest. Returns whether it existed.
+    pub async fn stop(&self, owner: &Owner) -> Result<bool, ClusterError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &owner.namespace);
+        let params =
+            DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        match api.delete(&owner.configmap_name(), &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    /// The user's clusters in `namespace`: one owner ConfigMap list and one RayCluster list.
+    pub async fn status(&self, user: &str, namespace: &str) -> Result<Vec<ClusterStatus>, ClusterError> {
+        let selector = format!(
+            "{}={},{}={}",
+            plan::MANAGED_BY_LABEL,
+            plan::MANAGED_BY,
+            plan::USER_LABEL,
+            naming::label_value(user)
+        );
+        let params = ListParams::default().labels(&selector);
+        let owners: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let owners = owners.list(&params).await.map_err(classify)?;
+        let ray_clusters: BTreeMap<String, DynamicObject> = match self.resource(&ray_cluster_gvk()).await {
+            Ok((ar, _)) => Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &ar)
+                .list(&params)
+                .await
+                .map_err(classify)?
+                .items
+                .into_iter()
+                .filter_map(|rc| Some((rc.metadata.name.clone()?, rc)))
+                .collect(),
+            // Without KubeRay there are no Ray clusters to report, only their owners.
+            Err(ClusterError::UnknownKind { .. }) => BTreeMap::new(),
+            Err(err) => return Err(err),
+        };
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let mut out: Vec<ClusterStatus> = owners
+            .items
+            .into_iter()
+            .filter(|cm| cm.data.as_ref().and_then(|d| d.get("user")).map(String::as_str) == Some(user))
+            .map(|cm| {
+                let data = cm.data.clone().unwrap_or_default();
+                let name = data.get("cluster").cloned().unwrap_or_default();
+                let rc = ray_clusters.get(&name).map(|rc| serde_json::to_value(rc).unwrap_or_default());
+                let created = cm.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                ClusterStatus {
+                    ready: rc.as_ref().is_some_and(head_ready),
+                    state: rc
+                        .as_ref()
+                        .and_then(|rc| rc.pointer("/status/state"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    head_pod: rc
+                        .as_ref()
+                        .and_then(|rc| rc.pointer("/status/head/podName"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    head_pod_ip: rc
+                        .as_ref()
+                        .and_then(|rc| rc.pointer("/status/head/podIP"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    dashboard_url: data.get("dashboard_url").cloned(),
+                    created: created.map(|t| t.to_string()),
+                    age_seconds: created.map(|t| now.as_second() - t.as_second()),
+                    namespace: namespace.to_owned(),
+                    server: data.get("server").cloned().unwrap_or_default(),
+                    profile: data.get("profile").cloned().unwrap_or_default(),
+                    objects: data
+                        .get("objects")
+                        .map(|o| o.lines().map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    name,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.server.cmp(&b.server));
+        Ok(out)
+    }
+
+    /// Server-side apply of one object; also tells whether this call created it (201).
+    async fn apply_object(&self, object: &Value) -> Result<(Value, bool), ClusterError> {
+        let described = describe(object);
+        let (ar, caps) = self.resource(&gvk_of(object)).await.map_err(|err| match err {
+            ClusterError::UnknownKind { api_version, kind, .. } => {
+                ClusterError::UnknownKind { object: described.clone(), api_version, kind }
+            }
+            other => other,
+        })?;
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+        let url = match caps.scope {
+            Scope::Namespaced => DynamicObject::url_path(&ar, namespace),
+            Scope::Cluster => DynamicObject::url_path(&ar, None),
+        };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let request = kube::core::Request::new(url)
+            .patch(name, &params, &Patch::Apply(object))
+            .map_err(|e| ClusterError::Kube(kube::Error::BuildRequest(e)))?;
+        let response = self.client.send(request.map(kube::client::Body::from)).await.map_err(classify)?;
+        let code = response.status();
+        let body = response.into_body().collect_bytes().await.map_err(classify)?;
+        if !code.is_success() {
+            let status: Status = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                Status::failure(&String::from_utf8_lossy(&body), "").with_code(code.as_u16())
+            });
+            if code.is_server_error() || code.as_u16() == 429 {
+                return Err(ClusterError::Kube(kube::Error::Api(status.boxed())));
+            }
+            return Err(ClusterError::Rejected {
+                object: described,
+                reason: status.message,
+                code: code.as_u16(),
+            });
+        }
+        let stored =
+            serde_json::from_slice(&body).map_err(|e| ClusterError::Kube(kube::Error::SerdeError(e)))?;
+        Ok((stored, code == http::StatusCode::CREATED))
+    }
+
+    /// Resolves a kind through discovery once; later calls hit the cache.
+    async fn resource(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+        if let Some(found) = self.kinds.read().await.get(gvk) {
+            return Ok(found.clone());
+        }
+        match kube::discovery::pinned_kind(&self.client, gvk).await {
+            Ok(found) => {
+                self.kinds.write().await.insert(gvk.clone(), found.clone());
+                Ok(found)
+            }
+            Err(kube::Error::Discovery(_)) => Err(unknown_kind(gvk)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(unknown_kind(gvk)),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    /// Waits for KubeRay to report the head pod ready; `None` on timeout.
+    async fn wait_ready(&self, rc: &Value, timeout: Duration) -> Result<Option<Value>, ClusterError> {
+        let (ar, _) = self.resource(&ray_cluster_gvk()).await?;
+        let namespace = rc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let name = rc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &ar);
+        let ready = |obj: Option<&DynamicObject>| {
+            obj.and_then(|o| serde_json::to_value(o).ok()).is_some_and(|v| head_ready(&v))
+        };
+        match tokio::time::timeout(timeout, kube::runtime::wait::await_condition(api, name, ready)).await {
+            Ok(Ok(obj)) => Ok(obj.and_then(|o| serde_json::to_value(o).ok())),
+            Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Removes what a failed spawn created: the owner when it is new (garbage collection
+    /// follows), and the created objects directly so nothing lingers meanwhile.
+    async fn roll_back(&self, owner: &Owner, owner_created: bool, created: &[Value]) {
+        for object in created.iter().rev() {
+            if let Err(err) = self.delete_object(object).await {
+                tracing::warn!(object = %describe(object), error = %err, "rolling back a failed spawn: delete failed");
+            }
+        }
+        if owner_created {
+            if let Err(err) = self.stop(owner).await {
+                tracing::warn!(owner = %owner.configmap_name(), error = %err, "rolling back a failed spawn: owner delete failed");
+            }
+        }
+    }
+
+    async fn delete_object(&self, object: &Value) -> Result<(), ClusterError> {
+        let (ar, caps) = self.resource(&gvk_of(object)).await?;
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let api = match (caps.scope, object.pointer("/metadata/namespace").and_then(Value::as_str)) {
+            (Scope::Namespaced, Some(ns)) => {
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &ar)
+            }
+            _ => Api::<DynamicObject>::all_with(self.client.clone(), &ar),
+        };
+        let params =
+            DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(classify(err)),
+        }
+    }
+}
+
+fn describe(object: &Value) -> String {
+    let kind = object.pointer("/kind").and_then(Value::as_str).unwrap_or("object");
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>");
+    format!("{kind} {name}")
+}
+
+fn gvk_of(object: &Value) -> GroupVersionKind {
+    let api_version = object.pointer("/apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = object.pointer("/kind").and_then(Value::as_str).unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(group, version, kind)
+}
+
+fn unknown_kind(gvk: &GroupVersionKind) -> ClusterError {
+    let api_version =
+        if gvk.group.is_empty() { gvk.version.clone() } else { format!("{}/{}", gvk.group, gvk.version) };
+    ClusterError::UnknownKind { object: gvk.kind.clone(), api_version, kind: gvk.kind.clone() }
+}
+
+fn ray_cluster_gvk() -> GroupVersionKind {
+    GroupVersionKind::gvk("ray.io", "v1", "RayCluster")
+}
+
+/// KubeRay's `HeadPodReady` condition (v1.2+), or the older `state: ready`.
+pub fn head_ready(rc: &Value) -> bool {
+    let condition = rc.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|conds| {
+        conds.iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("HeadPodReady")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        })
+    });
+    condition || rc.pointer("/status/state").and_then(Value::as_str) == Some("ready")
+}
+
+/// Transport failures mean the API server is unavailable (503 to callers); the rest stays as is.
+fn classify(err: kube::Error) -> ClusterError {
+    match &err {
+        kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unavailable(err.to_string()),
+        kube::Error::Api(status) if status.code == 503 || status.code == 504 => {
+            ClusterError::Unavailable(status.message.clone())
+        }
+        _ => ClusterError::Kube(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_ready_reads_the_condition_or_the_legacy_state() {
+        assert!(head_ready(&json!({"status": {"conditions": [{"type": "HeadPodReady", "status": "True"}]}})));
+        assert!(!head_ready(
+            &json!({"status": {"conditions": [{"type": "HeadPodReady", "status": "False"}]}})
+        ));
+        assert!(head_ready(&json!({"status": {"state": "ready"}})));
+        assert!(!head_ready(&json!({})));
+    }
+
+    #[test]
+    fn kinds_split_into_group_version_kind() {
+        let gvk = gvk_of(&json!({"apiVersion": "ray.io/v1", "kind": "RayCluster"}));
+        assert_eq!(
+            (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()),
+            ("ray.io", "v1", "RayCluster")
+        );
+        let core = gvk_of(&json!({"apiVersion": "v1", "kind": "ConfigMap"}));
+        assert_eq!((core.group.as_str(), core.version.as_str()), ("", "v1"));
+    }
+}

@@ -1,0 +1,333 @@
+//! One ConfigMap's profile document (key `jupyterhub-singleuser-profiles.yaml`): parsing and
+//! the checks an admin's CI should fail on, with the line and field to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::matching::is_pattern;
+use super::model::{Profile, Size, nullable};
+use super::resources::{ResourceSpec, quantity_value};
+
+/// The data key JSP reads profiles from.
+pub const PROFILES_KEY: &str = "jupyterhub-singleuser-profiles.yaml";
+
+/// One ConfigMap key's parsed profile document.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDoc {
+    #[serde(default, deserialize_with = "nullable")]
+    pub profiles: Vec<Profile>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub sizes: Vec<Size>,
+    /// JSP's GPU types; their `node_tolerations` are applied when GPUs are requested.
+    #[serde(rename = "gpuTypes", default, deserialize_with = "nullable")]
+    pub gpu_types: Vec<Value>,
+    /// Launcher settings, passed through.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ui: Map<String, Value>,
+}
+
+/// A profile document that cannot be used, and where to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProfileFileError {
+    pub configmap: String,
+    pub key: String,
+    /// 1-based line within the key's text, where known.
+    pub line: Option<usize>,
+    /// Path of the offending field, e.g. `profiles[2].resources.limits.cpu`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ProfileFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConfigMap {} key {}", self.configmap, self.key)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProfileFileError {}
+
+/// Parses and checks one document. An empty document is an empty `ProfileDoc`.
+pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, ProfileFileError> {
+    let error = |line, field, message| ProfileFileError {
+        configmap: configmap.to_string(),
+        key: key.to_string(),
+        line,
+        field,
+        message,
+    };
+    let doc = serde_yaml::from_str::<Option<ProfileDoc>>(yaml).map_err(|e| {
+        let (field, message, nested) = split_yaml_error(&e);
+        // serde_yaml places errors from field deserialisers at the enclosing mapping.
+        let line = e.location().map(|l| l.line());
+        let line = match &field {
+            Some(field) if nested => locate(yaml, field).or(line),
+            _ => line,
+        };
+        error(line, field, message)
+    })?;
+    let doc = doc.unwrap_or_default();
+    match first_problem(&doc) {
+        Some((field, message)) => Err(error(locate(yaml, &field), Some(field), message)),
+        None => Ok(doc),
+    }
+}
+
+/// serde_yaml renders `<path>: <message> at line L column C`, and our field deserialisers
+/// start their message with the field's relative path (see `model::invalid`). Returns the
+/// joined field path, the bare message, and whether a relative path was joined.
+fn split_yaml_error(error: &serde_yaml::Error) -> (Option<String>, String, bool) {
+    let mut text = error.to_string();
+    if let Some(location) = error.location() {
+        let suffix = format!(" at line {} column {}", location.line(), location.column());
+        if let Some(stripped) = text.strip_suffix(&suffix) {
+            text = stripped.to_string();
+        }
+    }
+    if text.contains("expected struct ProfileDoc") {
+        let message = "the document must be a mapping with the keys profiles, sizes, gpuTypes and ui";
+        return (None, message.to_string(), false);
+    }
+    let (field, message) = match split_path(&text) {
+        Some((path, message)) => (Some(path.to_string()), message),
+        None => (None, text.as_str()),
+    };
+    match split_path(message) {
+        Some((relative, message)) => {
+            let joined = field.map_or_else(|| relative.to_string(), |f| format!("{f}.{relative}"));
+            (Some(joined), message.to_string(), true)
+        }
+        None => (field, message.to_string(), false),
+    }
+}
+
+/// `profiles[0].users: expected ...` → (`profiles[0].users`, `expected ...`); messages such as
+/// `invalid type: ...` are not paths, as a path has no spaces.
+fn split_path(text: &str) -> Option<(&str, &str)> {
+    text.split_once(": ").filter(|(path, _)| !path.is_empty() && !path.contains(char::is_whitespace))
+}
+
+/// The first semantic problem, as (field path, message).
+fn first_problem(doc: &ProfileDoc) -> Option<(String, String)> {
+    doc.profiles
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| profile_problem(&format!("profiles[{i}]"), p))
+        .or_else(|| duplicate_slug(&doc.profiles))
+        .or_else(|| sizes_problem(&doc.sizes))
+        .or_else(|| gpu_types_problem(&doc.gpu_types))
+}
+
+fn profile_problem(at: &str, profile: &Profile) -> Option<(String, String)> {
+    if profile.slug.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Some((
+            format!("{at}.slug"),
+            "a slug must not be empty; remove it to make the profile always apply".into(),
+        ));
+    }
+    if profile.default && profile.slug.is_none() {
+        return Some((
+            format!("{at}.default"),
+            "`default: true` needs a `slug`: only slugged profiles are picked, the others always apply"
+                .into(),
+        ));
+    }
+    for (i, image) in profile.images.iter().enumerate() {
+        let invalid = is_pattern(image).then(|| glob::Pattern::new(image).err()).flatten();
+        if let Some(e) = invalid {
+            return Some((
+                format!("{at}.images[{i}]"),
+                format!("{image:?} is not a valid glob pattern: {e}"),
+            ));
+        }
+    }
+    if let Some(problem) =
+        profile.resources.as_ref().and_then(|r| quantity_problem(&format!("{at}.resources"), r))
+    {
+        return Some(problem);
+    }
+    let mut options = BTreeMap::new();
+    for (name, service) in &profile.services {
+        let at = format!("{at}.services.{name}");
+        for (i, template) in service.resources.iter().enumerate() {
+            let missing = [("name", &template.name), ("path", &template.path)]
+                .into_iter()
+                .find(|(_, value)| value.trim().is_empty());
+            if let Some((field, _)) = missing {
+                return Some((
+                    format!("{at}.resources[{i}].{field}"),
+                    "a template reference needs `name` (the template ConfigMap) and `path` (its data key)"
+                        .into(),
+                ));
+            }
+        }
+        for (option, spec) in &service.options {
+            if let Some(problem) = spec.problem() {
+                return Some((format!("{at}.options.{option}"), problem));
+            }
+            match options.insert(option.clone(), (name, spec)) {
+                Some((other, first)) if first != spec => {
+                    return Some((
+                        format!("{at}.options.{option}"),
+                        format!(
+                            "option {option:?} is also declared by service {other} with a different spec; options share one namespace, so make them agree or rename one"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+fn quantity_problem(at: &str, resources: &ResourceSpec) -> Option<(String, String)> {
+    resources
+        .quantities()
+        .find_map(|(field, q)| quantity_value(q).err().map(|e| (format!("{at}.{field}"), e)))
+}
+
+fn duplicate_slug(profiles: &[Profile]) -> Option<(String, String)> {
+    profiles.iter().enumerate().find_map(|(i, p)| {
+        let slug = p.slug.as_deref()?;
+        let first = profiles[..i].iter().position(|q| q.slug.as_deref() == Some(slug))?;
+        Some((
+            format!("profiles[{i}].slug"),
+            format!("slug {slug:?} is already used by profiles[{first}]; users pick profiles by slug, so each must be unique in a document"),
+        ))
+    })
+}
+
+fn sizes_problem(sizes: &[Size]) -> Option<(String, String)> {
+    sizes.iter().enumerate().find_map(|(i, size)| {
+        let at = format!("sizes[{i}]");
+        if size.name.trim().is_empty() {
+            return Some((format!("{at}.name"), "every size needs a name: users pick sizes by name".into()));
+        }
+        if let Some(first) = sizes[..i].iter().position(|s| s.name.eq_ignore_ascii_case(&size.name)) {
+            return Some((
+                format!("{at}.name"),
+                format!(
+                    "size {:?} is already defined by sizes[{first}] (names are compared case-insensitively)",
+                    size.name
+                ),
+            ));
+        }
+        quantity_problem(&format!("{at}.resources"), &ResourceSpec::from(&size.resources))
+    })
+}
+
+fn gpu_types_problem(gpu_types: &[Value]) -> Option<(String, String)> {
+    gpu_types.iter().enumerate().find_map(|(i, gpu_type)| {
+        let at = format!("gpuTypes[{i}]");
+        let Value::Object(fields) = gpu_type else {
+            return Some((at, "a GPU type must be a mapping with `type` and `node_tolerations`".into()));
+        };
+        match fields.get("node_tolerations") {
+            None | Some(Value::Null | Value::Array(_)) => None,
+            Some(_) => Some((
+                format!("{at}.node_tolerations"),
+                "node_tolerations must be a list of tolerations".into(),
+            )),
+        }
+    })
+}
+
+/// The 1-based line of a field path (`profiles[2].resources.limits.cpu`) in block-style YAML,
+/// or of its deepest ancestor that can be found; `None` when not even the first key is found
+/// (flow style, or a path the text does not spell out).
+fn locate(yaml: &str, path: &str) -> Option<usize> {
+    #[derive(Clone, Copy)]
+    struct Line<'a> {
+        number: usize,
+        indent: usize,
+        text: &'a str,
+    }
+    let mut lines: Vec<Line> = yaml
+        .lines()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let text = raw.trim_start();
+            (!text.is_empty() && !text.starts_with('#') && text != "---").then(|| Line {
+                number: i + 1,
+                indent: raw.len() - text.len(),
+                text,
+            })
+        })
+        .collect();
+
+    // The node being searched is lines[start..end]; its entries sit at lines[start]'s indent.
+    let (mut start, mut end) = (0, lines.len());
+    let mut found = None;
+    for segment in path_segments(path) {
+        let indent = lines.get(start)?.indent;
+        let entries = (start..end).filter(|&i| lines[i].indent == indent);
+        let hit = match segment {
+            Segment::Key(key) => entries.clone().find(|&i| {
+                let text = lines[i].text;
+                [key.to_string(), format!("\"{key}\""), format!("'{key}'")]
+                    .iter()
+                    .any(|k| text.strip_prefix(k.as_str()).is_some_and(|rest| rest.starts_with(':')))
+            }),
+            Segment::Index(n) => {
+                entries.filter(|&i| lines[i].text == "-" || lines[i].text.starts_with("- ")).nth(n)
+            }
+        };
+        let Some(at) = hit else { break };
+        found = Some(lines[at].number);
+        let own_indent = lines[at].indent;
+        // A child is more indented, or a list item at the key's own indent (`key:\n- item`).
+        let is_child = |l: &Line| {
+            l.indent > own_indent
+                || (matches!(segment, Segment::Key(_)) && l.indent == own_indent && l.text.starts_with('-'))
+        };
+        let child_end = (at + 1..end).find(|&i| !is_child(&lines[i])).unwrap_or(end);
+        match segment {
+            Segment::Key(_) => (start, end) = (at + 1, child_end),
+            Segment::Index(_) => {
+                // The item's first key shares the dash's line: treat the text after "- " as a
+                // line of its own, indented past the dash.
+                let after_dash = lines[at].text[1..].trim_start();
+                if after_dash.is_empty() {
+                    (start, end) = (at + 1, child_end);
+                } else {
+                    lines[at].indent += lines[at].text.len() - after_dash.len();
+                    lines[at].text = after_dash;
+                    (start, end) = (at, child_end);
+                }
+            }
+        }
+        if start >= end {
+            break;
+        }
+    }
+    found
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn path_segments(path: &str) -> Vec<Segment<'_>> {
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            segments.push(Segment::Key(key));
+        }
+        segments.extend(pieces.filter_map(|p| p.trim_end_matches(']').parse().ok()).map(Segment::Index));
+    }
+    segments
+}

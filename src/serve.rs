@@ -1,0 +1,167 @@
+//! Wiring for `serve`: pick the mode, load config, start the watch and the HTTP server, drain
+//! on SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::Client;
+
+use crate::api::{self, AppState, HubToken, Limits};
+use crate::catalog::watch;
+use crate::cli::{LogFormat, Mode, ServeArgs};
+use crate::cluster::Clusters;
+use crate::metrics::Metrics;
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(serve(args))
+}
+
+/// A client when a cluster answers, with the reason when it does not.
+async fn connect() -> Result<Client, String> {
+    let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    // Fail fast when the API server is down instead of hanging a spawn.
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
+        .await
+        .map_err(|_| "the API server did not answer within 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+fn read_token(args: &ServeArgs) -> Result<Option<HubToken>, String> {
+    let text = match (&args.hub_token_file, &args.hub_token) {
+        (Some(path), _) => {
+            std::fs::read_to_string(path).map_err(|e| format!("--hub-token-file {}: {e}", path.display()))?
+        }
+        (None, Some(token)) => token.clone(),
+        (None, None) => return Ok(None),
+    };
+    HubToken::new(&text).map(Some).ok_or_else(|| "the hub token is empty".to_owned())
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let metrics = Metrics::default();
+    let selector = args.selector.selector()?;
+    let hub_token = read_token(&args)?;
+
+    let client = match args.mode {
+        Mode::DryRun => None,
+        Mode::Cluster => Some(connect().await.map_err(|e| format!("no Kubernetes cluster reachable: {e}"))?),
+        Mode::Auto => match connect().await {
+            Ok(client) => Some(client),
+            Err(reason) => {
+                tracing::warn!(%reason, "no Kubernetes cluster reachable");
+                None
+            }
+        },
+    };
+
+    let (snapshot, namespace, clusters) = match client {
+        Some(client) => {
+            if hub_token.is_none() {
+                return Err(
+                    "cluster mode needs the hub's token: set --hub-token-file or SUP_HUB_TOKEN".into()
+                );
+            }
+            let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+            let (snapshot, _watch) = watch::start(client.clone(), &namespace, selector, metrics.clone());
+            tracing::info!(%namespace, "cluster mode: watching ConfigMaps and applying for real");
+            (snapshot, namespace, Some(Clusters::new(client)))
+        }
+        None => {
+            let catalog = args.folders.load(&selector)?;
+            for problem in catalog.problems() {
+                tracing::warn!("{problem}");
+            }
+            metrics.config_problems.set(catalog.problems().len() as i64);
+            metrics.config_loaded.set(1);
+            let source = format!(
+                "folders {} and {}",
+                args.folders.profiles_dir.display(),
+                args.folders.templates_dir.display()
+            );
+            tracing::warn!(
+                "DRY RUN: serving {source}; spawn answers what it would apply and writes nothing. \
+                 Point KUBECONFIG at a cluster (or run in one) to apply for real."
+            );
+            if hub_token.is_none() {
+                tracing::warn!(
+                    "the API is OPEN: no hub token configured (acceptable for a local dry run only)"
+                );
+            }
+            let namespace = args.namespace.clone().unwrap_or_else(|| "default".to_owned());
+            (watch::fixed(catalog, source), namespace, None)
+        }
+    };
+
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let state =
+        AppState { snapshot, clusters, namespace, hub_token, metrics, shutting_down: shutting_down.clone() };
+    let limits = Limits {
+        body_bytes: args.body_limit,
+        request_timeout: Duration::from_secs(args.request_timeout),
+        spawn_timeout: Duration::from_secs(args.spawn_timeout),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "serving");
+
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining in-flight requests");
+        shutting_down.store(true, Ordering::Relaxed);
+        let _ = drained_tx.send(());
+    };
+    let server = axum::serve(listener, api::router(state, limits)).with_graceful_shutdown(shutdown);
+    let forced = async move {
+        let _ = drained_rx.await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(|e| e.to_string())?,
+        () = forced => tracing::warn!("drain grace period over; closing remaining connections"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

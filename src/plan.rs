@@ -397,3 +397,127 @@ pub fn lint(catalog: &Catalog) -> Vec<String> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ConfigMapSource, ProfileSelector};
+
+    const PROFILES: &str = r#"
+profiles:
+- name: globals
+  env:
+  - {name: FROM_SECRET, valueFrom: {secretKeyRef: {name: s, key: k}}}
+- name: Ray
+  slug: ray
+  services:
+    ray:
+      resources:
+      - {name: tpl, path: rc.yaml}
+      - {name: tpl, path: route.yaml}
+      configuration: {head_port: 10001}
+      env:
+        RAY_ADDRESS: "ray://{{cluster_name}}-head-svc.{{namespace}}.svc:{{head_port}}"
+        GREETING: "hello {{username}}"
+      return:
+        HEAD_IMAGE: spec.headGroupSpec.template.spec.containers[0].image
+        MISSING: spec.nothing
+      labels: {team: ml}
+"#;
+
+    const RC: &str = "apiVersion: ray.io/v1\nkind: RayCluster\nmetadata:\n  name: {{cluster_name}}\nspec:\n  headGroupSpec:\n    template:\n      spec:\n        containers:\n        - {name: head, image: ray:2}\n";
+    const ROUTE: &str = "apiVersion: route.openshift.io/v1\nkind: Route\nmetadata:\n  name: dashboard\nspec:\n  host: dash.apps.example.com\n  tls: {termination: edge}\n";
+
+    fn catalog() -> Catalog {
+        let cm = |name: &str, data: &[(&str, &str)]| ConfigMapSource {
+            name: name.into(),
+            labels: Default::default(),
+            data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let sources = [
+            cm("jupyter-singleuser-profiles", &[(crate::profile::PROFILES_KEY, PROFILES)]),
+            cm("tpl", &[("rc.yaml", RC), ("route.yaml", ROUTE)]),
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        assert!(catalog.problems().is_empty(), "{:?}", catalog.problems());
+        catalog
+    }
+
+    fn request(user: &str) -> SpawnRequest {
+        SpawnRequest { user: user.into(), ..SpawnRequest::default() }
+    }
+
+    #[test]
+    fn objects_are_namespaced_labelled_and_follow_the_name_rule() {
+        let plan = plan(&catalog(), &request("Eve"), "ns").unwrap();
+        assert_eq!(plan.objects.len(), 2);
+        for object in &plan.objects {
+            assert_eq!(object["metadata"]["namespace"], json!("ns"));
+            assert_eq!(object["metadata"]["labels"][MANAGED_BY_LABEL], json!(MANAGED_BY));
+            assert_eq!(object["metadata"]["labels"]["team"], json!("ml"));
+            assert_eq!(object["metadata"]["labels"][USER_LABEL], json!(naming::label_value("Eve")));
+        }
+        // A fixed name gets the escaped user appended, as JSP did.
+        assert_eq!(plan.objects[1]["metadata"]["name"], json!("dashboard--45ve"));
+    }
+
+    #[test]
+    fn environment_layers_ray_defaults_profile_env_service_env_and_returns() {
+        let plan = plan(&catalog(), &request("eve"), "ns").unwrap();
+        let env = plan.environment(&plan.objects);
+        assert_eq!(env["RAY_CLUSTER"], json!("ray-eve"));
+        // The service's templated env wins over the computed default.
+        assert_eq!(env["RAY_ADDRESS"], json!("ray://ray-eve-head-svc.ns.svc:10001"));
+        assert_eq!(env["GREETING"], json!("hello eve"));
+        assert_eq!(env["RAY_DASHBOARD_URL"], json!("https://dash.apps.example.com/"));
+        assert_eq!(env["FROM_SECRET"], json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
+        assert_eq!(env["HEAD_IMAGE"], json!("ray:2"));
+        assert!(!env.contains_key("MISSING"), "a path that matches nothing sets nothing");
+    }
+
+    #[test]
+    fn returns_read_the_applied_objects() {
+        let plan = plan(&catalog(), &request("eve"), "ns").unwrap();
+        let mut applied = plan.objects.clone();
+        applied[0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("ray:applied");
+        assert_eq!(plan.environment(&applied)["HEAD_IMAGE"], json!("ray:applied"));
+    }
+
+    #[test]
+    fn the_owner_configmap_lists_what_it_owns() {
+        let plan = plan(&catalog(), &SpawnRequest { server: "gpu".into(), ..request("eve") }, "ns").unwrap();
+        let owner = plan.owner.configmap(&plan.cluster_name, "ray", &plan.objects);
+        assert_eq!(owner["metadata"]["name"], json!("singleuser-service-ref-eve--gpu"));
+        assert_eq!(owner["metadata"]["labels"][SERVER_LABEL], json!("gpu"));
+        assert_eq!(owner["data"]["user"], json!("eve"));
+        assert_eq!(owner["data"]["dashboard_url"], json!("https://dash.apps.example.com/"));
+        let listed = owner["data"]["objects"].as_str().unwrap();
+        assert!(listed.starts_with("ray.io/v1 RayCluster ray-eve-"), "{listed}");
+    }
+
+    #[test]
+    fn dashboard_urls_come_from_ingress_and_route_hosts() {
+        let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "spec": {"tls": [{}], "rules": [{"host": "h.example.com", "http": {"paths": [{"path": "/ray"}]}}]}});
+        assert_eq!(dashboard_url(&ingress).as_deref(), Some("https://h.example.com/ray"));
+        let assigned = json!({"apiVersion": "route.openshift.io/v1", "kind": "Route", "spec": {},
+            "status": {"ingress": [{"host": "r.apps"}]}});
+        assert_eq!(dashboard_url(&assigned).as_deref(), Some("http://r.apps/"));
+        assert_eq!(dashboard_url(&json!({"apiVersion": "v1", "kind": "Service"})), None);
+    }
+
+    #[test]
+    fn lint_renders_every_pickable_profile() {
+        assert!(lint(&catalog()).is_empty());
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(crate::profile::PROFILES_KEY.to_owned(), PROFILES.to_owned())].into(),
+        }];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let problems = lint(&catalog);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("profile `ray`") && problems[0].contains("tpl"), "{problems:?}");
+    }
+}

@@ -118,3 +118,6 @@ impl AppState {
         self.snapshot.borrow().loaded && !self.shutting_down.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! The HTTP edge in the dry-run mode, driven with `oneshot`: no cluster, the repo's folders.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::catalog::{self, Catalog, ProfileSelector};
+
+fn state(hub_token: Option<&str>) -> AppState {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cms = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
+    let catalog = Catalog::build(&ProfileSelector::default(), &cms, None);
+    AppState {
+        snapshot: crate::catalog::watch::fixed(catalog, "test folders".into()),
+        clusters: None,
+        namespace: "notebooks".into(),
+        hub_token: hub_token.and_then(HubToken::new),
+        metrics: Metrics::default(),
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn post(app: &Router, path: &str, body: Value) -> (StatusCode, Value) {
+    let request =
+        Request::post(path).header("content-type", "application/json").body(Body::from(body.to_string()));
+    let (status, text) = call(app, request.unwrap()).await;
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+}
+
+async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+    call(app, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+fn app() -> Router {
+    router(state(None), Limits::default())
+}
+
+#[tokio::test]
+async fn spawn_in_the_dry_run_answers_the_cluster_and_environment() {
+    let (status, answer) = post(&app(), "/api/v1/spawn", json!({"user": "alice", "profile": "ray"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["dry_run"], json!(true));
+    assert_eq!(answer["cluster"], json!("ray-alice"));
+    assert_eq!(answer["environment"]["RAY_ADDRESS"], json!("ray://ray-alice-head-svc.notebooks.svc:10001"));
+    assert_eq!(answer["environment"]["RAY_CLUSTER"], json!("ray-alice"));
+    assert_eq!(
+        answer["environment"]["RAY_DASHBOARD_URL"],
+        json!("http://ray-alice-dashboard.apps.example.com/")
+    );
+    assert_eq!(answer["pod"]["labels"]["jupyterhub.opendatahub.io/ray-cluster"], json!("ray-alice"));
+    let kinds: Vec<&str> =
+        answer["objects"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["RayCluster", "Ingress"]);
+    let rc = &answer["objects"][0];
+    assert_eq!(rc["metadata"]["namespace"], json!("notebooks"));
+    assert_eq!(rc["spec"]["workerGroupSpecs"][0]["replicas"], json!(2), "the option's default");
+}
+
+#[tokio::test]
+async fn render_applies_size_and_options() {
+    let body = json!({"user": "bob", "size": "medium", "options": {"workers": 3}, "server": "big"});
+    let (status, answer) = post(&app(), "/api/v1/render", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["pod"]["resources"]["limits"]["cpu"], json!("2"));
+    assert_eq!(answer["objects"][0]["spec"]["workerGroupSpecs"][0]["replicas"], json!(3));
+    assert!(answer["owner"].as_str().unwrap().ends_with("bob--big"), "{}", answer["owner"]);
+}
+
+#[tokio::test]
+async fn errors_say_what_to_fix_with_a_stable_code() {
+    let app = app();
+    let request =
+        Request::post("/api/v1/spawn").header("content-type", "application/json").body(Body::from("{"));
+    let (status, text) = call(&app, request.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["code"], json!("invalid_body"));
+
+    let (status, err) = post(&app, "/api/v1/spawn", json!({"user": "a", "colour": "red"})).await;
+    assert_eq!((status, err["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_body")));
+    assert!(err["message"].as_str().unwrap().contains("colour"), "{err}");
+
+    let (status, err) = post(&app, "/api/v1/spawn", json!({"user": "a", "options": {"workers": 5}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["code"], json!("invalid_option"));
+    assert_eq!(err["field"], json!("options.workers"));
+
+    let (status, err) = post(&app, "/api/v1/spawn", json!({"user": " "})).await;
+    assert_eq!((status, err["field"].clone()), (StatusCode::BAD_REQUEST, json!("user")));
+
+    let (status, err) = post(&app, "/api/v1/spawn", json!({"user": "a", "namespace": "Not_Valid"})).await;
+    assert_eq!((status, err["field"].clone()), (StatusCode::BAD_REQUEST, json!("namespace")));
+
+    let (status, text) = get(&app, "/api/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(text.contains("openapi"), "{text}");
+}
+
+#[tokio::test]
+async fn a_configured_token_is_required_and_compared_exactly() {
+    let app = router(state(Some("s3cret")), Limits::default());
+    let spawn = |auth: Option<&str>| {
+        let mut request = Request::post("/api/v1/render").header("content-type", "application/json");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request.body(Body::from(json!({"user": "a"}).to_string())).unwrap()
+    };
+    assert_eq!(call(&app, spawn(None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, spawn(Some("token wrong"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, spawn(Some("Basic s3cret"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, spawn(Some("token s3cret"))).await.0, StatusCode::OK);
+    assert_eq!(call(&app, spawn(Some("Bearer s3cret"))).await.0, StatusCode::OK);
+    // Probes and metrics stay open for the kubelet and Prometheus.
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/metrics").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn profiles_are_listed_for_a_user_and_for_kubespawner() {
+    let app = app();
+    let (status, text) = get(&app, "/api/v1/profiles?user=alice").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["profiles"][0]["slug"], json!("ray"), "{body:#}");
+    assert_eq!(body["sizes"].as_array().unwrap().len(), 3);
+
+    let (status, text) = get(&app, "/api/v1/profiles?user=alice&format=kubespawner").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list[0]["slug"], json!("ray"));
+    assert!(list[0]["display_name"].is_string());
+
+    assert_eq!(get(&app, "/api/v1/profiles").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&app, "/api/v1/profiles?user=a&format=xml").await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn yaml_is_answered_on_request() {
+    let request = Request::post("/api/v1/render")
+        .header("content-type", "application/json")
+        .header("accept", "application/yaml")
+        .body(Body::from(json!({"user": "alice"}).to_string()))
+        .unwrap();
+    let (status, text) = call(&app(), request).await;
+    assert_eq!(status, StatusCode::OK);
+    let parsed: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(parsed["cluster"], json!("ray-alice"));
+}
+
+#[tokio::test]
+async fn readiness_follows_loading_and_shutdown() {
+    let state = state(None);
+    let app = router(state.clone(), Limits::default());
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+    state.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+
+    let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
+    let app = router(AppState { snapshot: unloaded, ..state }, Limits::default());
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, err) = post(&app, "/api/v1/render", json!({"user": "a"})).await;
+    assert_eq!((status, err["code"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready")));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_latencies() {
+    let app = app();
+    post(&app, "/api/v1/render", json!({"user": "a"})).await;
+    post(&app, "/api/v1/spawn", json!({"user": "a", "size": "nope"})).await;
+    let (_, text) = get(&app, "/metrics").await;
+    assert!(
+        text.contains(
+            r#"singleuser_profiles_http_requests_total{method="POST",route="/api/v1/render",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"singleuser_profiles_spawn_duration_seconds_count{outcome="unknown_size"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"singleuser_profiles_render_duration_seconds_count{outcome="ok"} 1"#), "{text}");
+    assert!(text.contains("singleuser_profiles_config_problems 0"), "{text}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = app();
+    let (status, text) = get(&app, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let routes = [
+        ("/api/v1/spawn", "post"),
+        ("/api/v1/render", "post"),
+        ("/api/v1/stop", "post"),
+        ("/api/v1/profiles", "get"),
+        ("/api/v1/status", "get"),
+        ("/api/v1/users/{user}/clusters", "get"),
+        ("/api/v1/users/{user}/server", "delete"),
+        ("/api/v1/users/{user}/servers/{server}", "delete"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.yaml", "get"),
+        ("/openapi.json", "get"),
+    ];
+    assert_eq!(paths.len(), routes.len(), "every documented path is a route");
+    for (path, method) in routes {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+        // And every documented route answers something other than the fallback's 404.
+        let concrete = path.replace("{user}", "alice").replace("{server}", "gpu");
+        let request = Request::builder().method(method.to_uppercase().as_str()).uri(&concrete);
+        let request =
+            request.header("content-type", "application/json").body(Body::from("{\"user\": \"a\"}"));
+        let (status, _) = call(&app, request.unwrap()).await;
+        assert_ne!(status, StatusCode::NOT_FOUND, "{method} {concrete}");
+    }
+}
+
+#[tokio::test]
+async fn stop_and_status_in_the_dry_run_change_nothing() {
+    let app = app();
+    let (status, body) = post(&app, "/api/v1/stop", json!({"user": "alice"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"dry_run": true, "stopped": false, "owner": "singleuser-service-ref-alice", "namespace": "notebooks"})
+    );
+    let (status, text) = get(&app, "/api/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["mode"], json!("dry-run"));
+    assert_eq!(body["problems"], json!([]));
+}

@@ -1,0 +1,499 @@
+//! The profile service against the real control plane: the repo's profiles and templates
+//! applied as ConfigMaps, the service watching them, spawns applied for real and reconciled by
+//! the real KubeRay operator.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use singleuser_profiles::api::{self, AppState, HubToken, Limits};
+use singleuser_profiles::catalog::{self, ProfileSelector, watch};
+use singleuser_profiles::cluster::{self, Clusters};
+use singleuser_profiles::metrics::Metrics;
+use tower::ServiceExt;
+
+use crate::support::{wait_for, with_temp_ns};
+
+const HUB_TOKEN: &str = "hub-token-for-tests";
+const MANAGED: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
+
+/// The service as `serve` wires it in cluster mode, watching `ns`.
+struct Service {
+    router: Router,
+    _watch: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self._watch.abort();
+    }
+}
+
+impl Service {
+    async fn start(client: &Client, ns: &str) -> Service {
+        let metrics = Metrics::default();
+        let (mut snapshot, task) =
+            watch::start(client.clone(), ns, ProfileSelector::default(), metrics.clone());
+        tokio::time::timeout(Duration::from_secs(30), snapshot.wait_for(|s| s.loaded))
+            .await
+            .expect("the first ConfigMap list within 30 s")
+            .expect("watch running");
+        let state = AppState {
+            snapshot,
+            clusters: Some(Clusters::new(client.clone())),
+            namespace: ns.to_owned(),
+            hub_token: HubToken::new(HUB_TOKEN),
+            metrics,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        };
+        Service { router: api::router(state, Limits::default()), _watch: task }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_raw(method, path, body.map(|b| b.to_string()), true).await
+    }
+
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        token: bool,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if token {
+            request = request.header("authorization", format!("token {HUB_TOKEN}"));
+        }
+        let request = match body {
+            Some(body) => request.header("content-type", "application/json").body(Body::from(body)),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        (status, value)
+    }
+
+    async fn spawn(&self, body: Value) -> (StatusCode, Value) {
+        self.call("POST", "/api/v1/spawn", Some(body)).await
+    }
+}
+
+/// `kubectl apply` of ConfigMap manifests (text or the repo's folders) into `ns`.
+async fn apply_configmaps(client: &Client, ns: &str, sources: &[catalog::ConfigMapSource]) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for cm in sources {
+        let object = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": cm.name, "labels": cm.labels},
+            "data": cm.data,
+        });
+        api.patch(&cm.name, &PatchParams::apply("tests").force(), &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("apply ConfigMap {}: {e}", cm.name));
+    }
+}
+
+async fn apply_repo_content(client: &Client, ns: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
+    apply_configmaps(client, ns, &sources).await;
+}
+
+async fn apply_yaml(client: &Client, ns: &str, text: &str) {
+    apply_configmaps(client, ns, &catalog::parse_configmaps("test", text).unwrap()).await;
+}
+
+fn dynamic(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn rayclusters(client: &Client, ns: &str) -> Api<DynamicObject> {
+    dynamic(client, ns, "ray.io", "v1", "RayCluster", "rayclusters")
+}
+
+fn ingresses(client: &Client, ns: &str) -> Api<DynamicObject> {
+    dynamic(client, ns, "networking.k8s.io", "v1", "Ingress", "ingresses")
+}
+
+/// Names of the objects this service made in `ns`: owner ConfigMaps, RayClusters, Ingresses.
+async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
+    let params = ListParams::default().labels(MANAGED);
+    let mut names = Vec::new();
+    for cm in Api::<ConfigMap>::namespaced(client.clone(), ns).list(&params).await.unwrap() {
+        names.push(format!("ConfigMap/{}", cm.metadata.name.unwrap()));
+    }
+    for (kind, api) in [("RayCluster", rayclusters(client, ns)), ("Ingress", ingresses(client, ns))] {
+        for obj in api.list(&params).await.unwrap() {
+            names.push(format!("{kind}/{}", obj.metadata.name.unwrap()));
+        }
+    }
+    names
+}
+
+fn env<'a>(answer: &'a Value, name: &str) -> &'a str {
+    answer["environment"][name].as_str().unwrap_or_else(|| panic!("{name} missing in {answer:#}"))
+}
+
+#[tokio::test]
+async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&client, &ns).await;
+        let service = Service::start(&client, &ns).await;
+
+        let (status, answer) = service
+            .spawn(json!({"user": "Eje@RedHat.com", "profile": "ray", "options": {"workers": 1}}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        assert_eq!(answer["dry_run"], json!(false));
+        let cluster = answer["cluster"].as_str().unwrap().to_owned();
+        assert_eq!(env(&answer, "RAY_ADDRESS"), format!("ray://{cluster}-head-svc.{ns}.svc:10001"));
+        assert_eq!(env(&answer, "RAY_CLUSTER"), cluster);
+        assert_eq!(
+            env(&answer, "RAY_DASHBOARD_URL"),
+            format!("http://{cluster}-dashboard.apps.example.com/")
+        );
+
+        let owner_name = answer["owner"].as_str().unwrap();
+        let owner = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(owner_name).await.unwrap();
+        let owner_uid = owner.metadata.uid.clone().unwrap();
+        let owner_labels = owner.metadata.labels.clone().unwrap();
+        assert_eq!(owner_labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
+        let user_label = owner_labels["jupyterhub.opendatahub.io/user"].clone();
+
+        for obj in [
+            rayclusters(&client, &ns).get(&cluster).await.unwrap(),
+            ingresses(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap(),
+        ] {
+            let labels = obj.metadata.labels.clone().unwrap();
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
+            assert_eq!(labels["jupyterhub.opendatahub.io/user"], user_label);
+            let refs = obj.metadata.owner_references.clone().unwrap();
+            assert_eq!(refs.len(), 1);
+            assert_eq!((refs[0].kind.as_str(), refs[0].name.as_str()), ("ConfigMap", owner_name));
+            assert_eq!(refs[0].uid, owner_uid);
+        }
+
+        let rcs = rayclusters(&client, &ns);
+        wait_for(Duration::from_secs(120), "HeadPodReady on the spawned RayCluster", || {
+            let rcs = rcs.clone();
+            let cluster = cluster.clone();
+            async move {
+                let rc = rcs.get(&cluster).await.ok()?;
+                cluster::head_ready(&serde_json::to_value(rc).ok()?).then_some(())
+            }
+        })
+        .await;
+
+        let path = format!("/api/v1/users/{}/clusters", "Eje@RedHat.com".replace('@', "%40"));
+        let (status, listing) = service.call("GET", &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{listing:#}");
+        let clusters = listing["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 1, "{listing:#}");
+        assert_eq!(clusters[0]["name"], json!(cluster));
+        assert_eq!(clusters[0]["ready"], json!(true), "{listing:#}");
+        assert!(clusters[0]["head_pod"].is_string(), "{listing:#}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn spawning_twice_changes_nothing_and_stop_removes_everything() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&client, &ns).await;
+        let service = Service::start(&client, &ns).await;
+        let request = json!({"user": "alice", "server": "gpu", "size": "small"});
+
+        let (status, first) = service.spawn(request.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{first:#}");
+        let before = managed_objects(&client, &ns).await;
+        let rc_uid = |answer: &Value| answer["objects"][0]["metadata"]["uid"].clone();
+        let (status, second) = service.spawn(request.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{second:#}");
+        assert_eq!(first["environment"], second["environment"]);
+        assert_eq!(first["pod"], second["pod"]);
+        assert_eq!(rc_uid(&first), rc_uid(&second), "the same RayCluster, not a new one");
+        assert_eq!(managed_objects(&client, &ns).await, before);
+        assert_eq!(before.len(), 3, "owner, RayCluster, Ingress: {before:?}");
+
+        let stop = json!({"user": "alice", "server": "gpu"});
+        let (status, stopped) = service.call("POST", "/api/v1/stop", Some(stop.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{stopped:#}");
+        assert_eq!(stopped["stopped"], json!(true));
+        wait_for(Duration::from_secs(60), "garbage collection of the rendered objects", || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move { managed_objects(&client, &ns).await.is_empty().then_some(()) }
+        })
+        .await;
+
+        let (status, again) = service.call("DELETE", "/api/v1/users/alice/servers/gpu", None).await;
+        assert_eq!(status, StatusCode::OK, "{again:#}");
+        assert_eq!(again["stopped"], json!(false));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn profile_edits_apply_without_restart_and_a_broken_edit_keeps_the_last_good() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&client, &ns).await;
+        let service = Service::start(&client, &ns).await;
+        let profile = |marker: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: team-profiles\n  labels: {{jupyterhub: singleuser-profiles}}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: team\n      env:\n      - name: TEAM_MARKER\n        value: {marker}\n"
+            )
+        };
+        let render = json!({"user": "bob"});
+        let marker = |answer: &Value| answer["environment"]["TEAM_MARKER"].as_str().map(str::to_owned);
+
+        apply_yaml(&client, &ns, &profile("one")).await;
+        wait_for(Duration::from_secs(10), "the new profile ConfigMap to serve", || async {
+            let (_, answer) = service.call("POST", "/api/v1/render", Some(render.clone())).await;
+            (marker(&answer).as_deref() == Some("one")).then_some(())
+        })
+        .await;
+
+        apply_yaml(&client, &ns, &profile("two")).await;
+        wait_for(Duration::from_secs(10), "the edit to serve", || async {
+            let (_, answer) = service.call("POST", "/api/v1/render", Some(render.clone())).await;
+            (marker(&answer).as_deref() == Some("two")).then_some(())
+        })
+        .await;
+
+        let broken = profile("two").replace("    - name: team\n", "    - name: team\n     broken: [\n");
+        apply_yaml(&client, &ns, &broken).await;
+        let problems = wait_for(Duration::from_secs(10), "the broken edit to be reported", || async {
+            let (_, status) = service.call("GET", "/api/v1/status", None).await;
+            let problems = status["problems"].as_array().cloned().unwrap_or_default();
+            (!problems.is_empty()).then_some(problems)
+        })
+        .await;
+        assert_eq!(problems[0]["configmap"], json!("team-profiles"), "{problems:#?}");
+        assert_eq!(problems[0]["serving_last_good"], json!(true));
+        assert!(problems[0]["line"].is_number(), "{problems:#?}");
+        let (status, answer) = service.call("POST", "/api/v1/render", Some(render.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(marker(&answer).as_deref(), Some("two"), "the last good version keeps serving");
+    })
+    .await;
+}
+
+/// An ODH-style JSP profile: `services`, `configuration`, `return`, a `{{ user }}` template.
+const JSP_CONFIGMAPS: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: jupyter-singleuser-profiles
+data:
+  jupyterhub-singleuser-profiles.yaml: |
+    profiles:
+    - name: globals
+      env:
+        JUPYTER_ENABLE_LAB: "true"
+      resources:
+        mem_limit: 1Gi
+        cpu_limit: 500m
+    - name: Spark Notebook
+      images:
+      - s2i-spark-minimal-notebook:3.6
+      services:
+        spark:
+          resources:
+          - name: jsp-spark-templates
+            path: sparkClusterTemplate
+          configuration:
+            worker_instances: 1
+            cpu_request: 250m
+          return:
+            SPARK_CLUSTER: metadata.name
+            SPARK_CPU: data.cpu
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: jsp-spark-templates
+data:
+  sparkClusterTemplate: |
+    kind: ConfigMap
+    apiVersion: v1
+    metadata:
+      name: spark-cluster-{{ user }}
+    data:
+      cpu: {{ cpu_request}}
+      workers: "{{ worker_instances }}"
+"#;
+
+#[tokio::test]
+async fn odh_jsp_configmaps_work_unchanged() {
+    with_temp_ns(|client, ns| async move {
+        apply_yaml(&client, &ns, JSP_CONFIGMAPS).await;
+        let service = Service::start(&client, &ns).await;
+        let (status, answer) =
+            service.spawn(json!({"user": "Eje@RedHat.com", "image": "s2i-spark-minimal-notebook:3.6"})).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        assert_eq!(env(&answer, "SPARK_CLUSTER"), "spark-cluster--45je-40-52ed-48at-2ecom");
+        assert_eq!(env(&answer, "SPARK_CPU"), "250m");
+        assert_eq!(env(&answer, "JUPYTER_ENABLE_LAB"), "true");
+        assert_eq!(answer["pod"]["resources"]["limits"]["memory"], json!("1Gi"), "{answer:#}");
+        let stored = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("spark-cluster--45je-40-52ed-48at-2ecom")
+            .await
+            .expect("the rendered object was applied");
+        assert_eq!(stored.data.unwrap()["workers"], "1");
+
+        // Another image: the Spark profile does not apply, nothing is rendered.
+        let (status, other) =
+            service.spawn(json!({"user": "bob", "image": "s2i-minimal-notebook:3.6"})).await;
+        assert_eq!(status, StatusCode::OK, "{other:#}");
+        assert_eq!(other["objects"], json!([]));
+    })
+    .await;
+}
+
+/// Profiles whose templates are broken in each way an admin can break them.
+const BROKEN_CONFIGMAPS: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: broken-profiles
+  labels: {jupyterhub: singleuser-profiles}
+data:
+  jupyterhub-singleuser-profiles.yaml: |
+    profiles:
+    - {name: Unknown variable, slug: unknown-var, services: {s: {resources: [{name: broken-templates, path: unknown-var.yaml}]}}}
+    - {name: Invalid YAML, slug: bad-yaml, services: {s: {resources: [{name: broken-templates, path: bad-yaml.yaml}]}}}
+    - {name: Rejected, slug: rejected, services: {s: {resources: [{name: ray-cluster-templates, path: ray-dashboard-ingress.yaml}, {name: broken-templates, path: no-head.yaml}], configuration: {dashboard_domain: example.com}}}}
+    - {name: Missing key, slug: missing-key, services: {s: {resources: [{name: broken-templates, path: nope.yaml}]}}}
+    - {name: Missing ConfigMap, slug: missing-cm, services: {s: {resources: [{name: no-such-templates, path: x.yaml}]}}}
+    - {name: Fixed name, slug: fixed-name, services: {s: {resources: [{name: broken-templates, path: fixed-name.yaml}]}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: broken-templates
+data:
+  unknown-var.yaml: |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: x-{{ user }}
+    data:
+      cpu: "{{ cpu_reqest }}"
+  bad-yaml.yaml: |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: x-{{ user }}
+    data: [unclosed
+  no-head.yaml: |
+    apiVersion: ray.io/v1
+    kind: RayCluster
+    metadata:
+      name: {{ cluster_name }}
+    spec:
+      rayVersion: "2.60.0"
+  fixed-name.yaml: |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: notebook-settings
+    data: {a: b}
+"#;
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_4xx_and_changes_nothing() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&client, &ns).await;
+        apply_yaml(&client, &ns, BROKEN_CONFIGMAPS).await;
+        let service = Service::start(&client, &ns).await;
+
+        let (status, err) = service.call_raw("POST", "/api/v1/spawn", Some("{\"user\": ".into()), true).await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{err:#}");
+
+        let cases = [
+            (json!({"user": "u", "profile": "nope"}), StatusCode::BAD_REQUEST, "unknown_profile", "ray"),
+            (json!({"user": "u", "size": "Huge"}), StatusCode::BAD_REQUEST, "unknown_size", "Small"),
+            (json!({"user": "u", "options": {"workers": 9}}), StatusCode::BAD_REQUEST, "invalid_option", "4"),
+            (json!({"user": "u", "options": {"workers": "many"}}), StatusCode::BAD_REQUEST, "invalid_option", "integer"),
+            (json!({"user": "u", "options": {"wrokers": 1}}), StatusCode::BAD_REQUEST, "unknown_option", "workers"),
+            (json!({"user": "u", "profile": "unknown-var"}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_variable", "cpu_reqest"),
+            (json!({"user": "u", "profile": "bad-yaml"}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_yaml", "bad-yaml.yaml"),
+            (json!({"user": "u", "profile": "rejected"}), StatusCode::UNPROCESSABLE_ENTITY, "object_rejected", "headGroupSpec"),
+            (json!({"user": "u", "profile": "missing-key"}), StatusCode::UNPROCESSABLE_ENTITY, "template_missing", "nope.yaml"),
+            (json!({"user": "u", "profile": "missing-cm"}), StatusCode::UNPROCESSABLE_ENTITY, "template_missing", "no-such-templates"),
+            (
+                json!({"user": format!("{}@example.com", "Very.Long.Name".repeat(20)), "profile": "fixed-name"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "object_rejected",
+                "ConfigMap notebook-settings-",
+            ),
+        ];
+        for (request, want_status, want_code, mentions) in cases {
+            let (status, err) = service.spawn(request.clone()).await;
+            assert_eq!((status, err["code"].as_str()), (want_status, Some(want_code)), "{request} -> {err:#}");
+            let message = err["message"].as_str().unwrap();
+            assert!(message.contains(mentions), "{request}: message should mention `{mentions}`: {message}");
+            if want_code == "unknown_variable" {
+                assert_eq!(err["configmap"], json!("broken-templates"));
+                assert_eq!(err["key"], json!("unknown-var.yaml"));
+                assert_eq!(err["line"], json!(6));
+            }
+        }
+        // The rejected spawns created objects before failing: all of them are gone.
+        wait_for(Duration::from_secs(30), "rollback of the rejected spawns", || async {
+            managed_objects(&client, &ns).await.is_empty().then_some(())
+        })
+        .await;
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        assert!(api.get_opt("x-u").await.unwrap().is_none());
+
+        // A very long user name with the default templates is no error: names are shortened.
+        let long_user = format!("{}@example.com", "Very.Long.Name".repeat(20));
+        let (status, answer) = service.spawn(json!({"user": long_user})).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        assert!(answer["cluster"].as_str().unwrap().len() <= 53);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn render_writes_nothing_and_the_api_needs_the_hub_token() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&client, &ns).await;
+        let service = Service::start(&client, &ns).await;
+        let (status, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "carol"}))).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        assert_eq!(answer["dry_run"], json!(true));
+        assert_eq!(answer["objects"].as_array().unwrap().len(), 2);
+        assert!(managed_objects(&client, &ns).await.is_empty());
+
+        let (status, err) = service
+            .call_raw("POST", "/api/v1/spawn", Some(json!({"user": "carol"}).to_string()), false)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{err:#}");
+        assert!(managed_objects(&client, &ns).await.is_empty());
+        let (status, _) = service.call_raw("GET", "/readyz", None, false).await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}

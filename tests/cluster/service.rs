@@ -105,10 +105,14 @@ async fn apply_configmaps(client: &Client, ns: &str, sources: &[catalog::ConfigM
     }
 }
 
-async fn apply_repo_content(client: &Client, ns: &str) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sources = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
-    apply_configmaps(client, ns, &sources).await;
+/// `kubectl apply -f profiles/ -f templates/`, exactly as the README tells admins.
+fn apply_repo_content(ns: &str) {
+    let output = std::process::Command::new("kubectl")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["apply", "--namespace", ns, "-f", "profiles/", "-f", "templates/"])
+        .output()
+        .expect("kubectl (on PATH from `scripts/cluster env`) runs");
+    assert!(output.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 async fn apply_yaml(client: &Client, ns: &str, text: &str) {
@@ -157,7 +161,7 @@ fn env<'a>(answer: &'a Value, name: &str) -> &'a str {
 #[tokio::test]
 async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
     with_temp_ns(|client, ns| async move {
-        apply_repo_content(&client, &ns).await;
+        apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
 
         let (status, answer) = service
@@ -219,7 +223,7 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
 #[tokio::test]
 async fn spawning_twice_changes_nothing_and_stop_removes_everything() {
     with_temp_ns(|client, ns| async move {
-        apply_repo_content(&client, &ns).await;
+        apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
         let request = json!({"user": "alice", "server": "gpu", "size": "small"});
 
@@ -256,7 +260,7 @@ async fn spawning_twice_changes_nothing_and_stop_removes_everything() {
 #[tokio::test]
 async fn profile_edits_apply_without_restart_and_a_broken_edit_keeps_the_last_good() {
     with_temp_ns(|client, ns| async move {
-        apply_repo_content(&client, &ns).await;
+        apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
         let profile = |marker: &str| {
             format!(
@@ -423,7 +427,7 @@ data:
 #[tokio::test]
 async fn bad_input_gets_a_precise_4xx_and_changes_nothing() {
     with_temp_ns(|client, ns| async move {
-        apply_repo_content(&client, &ns).await;
+        apply_repo_content(&ns);
         apply_yaml(&client, &ns, BROKEN_CONFIGMAPS).await;
         let service = Service::start(&client, &ns).await;
 
@@ -479,7 +483,7 @@ async fn bad_input_gets_a_precise_4xx_and_changes_nothing() {
 #[tokio::test]
 async fn render_writes_nothing_and_the_api_needs_the_hub_token() {
     with_temp_ns(|client, ns| async move {
-        apply_repo_content(&client, &ns).await;
+        apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
         let (status, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "carol"}))).await;
         assert_eq!(status, StatusCode::OK, "{answer:#}");
@@ -494,6 +498,44 @@ async fn render_writes_nothing_and_the_api_needs_the_hub_token() {
         assert!(managed_objects(&client, &ns).await.is_empty());
         let (status, _) = service.call_raw("GET", "/readyz", None, false).await;
         assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_waiting_profile_answers_once_the_head_is_ready() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        apply_yaml(
+            &client,
+            &ns,
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: waiting-profiles
+  labels: {jupyterhub: singleuser-profiles}
+data:
+  jupyterhub-singleuser-profiles.yaml: |
+    profiles:
+    - name: Ray, ready before the notebook starts
+      slug: ray-wait
+      wait: {timeout_seconds: 120}
+      services:
+        ray:
+          resources:
+          - {name: ray-cluster-templates, path: ray-cluster.yaml}
+          configuration: {ray_version: "2.60.0", ray_image: "rayproject/ray:2.60.0", head_num_cpus: "0", head_cpu: 500m, head_memory: 1Gi, worker_cpu: 500m, worker_memory: 1Gi}
+          options:
+            workers: {type: integer, default: 1, min: 0, max: 2}
+"#,
+        )
+        .await;
+        let service = Service::start(&client, &ns).await;
+        let (status, answer) = service.spawn(json!({"user": "dana", "profile": "ray-wait"})).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        let rc = answer["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
+        assert!(cluster::head_ready(rc), "the answer carries the ready RayCluster: {rc:#}");
     })
     .await;
 }

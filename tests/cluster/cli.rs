@@ -1,0 +1,129 @@
+//! The binary as a user runs it: `serve` on a machine with no cluster, `render`, `validate`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_singleuser-profiles");
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command with no way to reach a cluster: no KUBECONFIG, a HOME without `.kube`.
+fn isolated(home: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(repo())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home)
+        .env("SUP_LOG_FORMAT", "json");
+    command
+}
+
+fn curl(args: &[&str]) -> Value {
+    let output = Command::new("curl").arg("-sS").args(args).output().expect("curl runs");
+    assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn serve_on_a_fresh_machine_is_a_dry_run_of_the_repo_folders() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = isolated(home.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said_dry_run = false;
+    let mut listen = None;
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        said_dry_run |= line.contains("DRY RUN");
+        if let Ok(event) = serde_json::from_str::<Value>(&line) {
+            if let Some(addr) = event["listen"].as_str() {
+                listen = Some(addr.to_owned());
+                break;
+            }
+        }
+    }
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let base = format!("http://{}", listen.expect("the log names the listen address"));
+    assert!(said_dry_run, "the log says loudly that this is a dry run");
+
+    let answer = curl(&[
+        &format!("{base}/api/v1/spawn"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"user": "alice", "profile": "ray"}"#,
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer["dry_run"], json!(true), "{answer:#}");
+    assert_eq!(answer["objects"][0]["kind"], json!("RayCluster"), "{answer:#}");
+    assert_eq!(answer["environment"]["RAY_ADDRESS"], json!("ray://ray-alice-head-svc.default.svc:10001"));
+}
+
+#[test]
+fn render_prints_manifests_and_the_json_body_without_a_cluster() {
+    let home = tempfile::tempdir().unwrap();
+    let output = isolated(home.path())
+        .args(["render", "--user", "alice", "--size", "Large", "--option", "workers=4"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    assert_eq!(objects[0]["kind"], json!("RayCluster"));
+    assert_eq!(objects[0]["spec"]["workerGroupSpecs"][0]["replicas"], json!(4));
+    assert!(text.contains("#   RAY_ADDRESS=ray://ray-alice-head-svc.default.svc:10001"), "{text}");
+
+    let output = isolated(home.path()).args(["render", "--user", "alice", "-o", "json"]).output().unwrap();
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(body["dry_run"], json!(true));
+    assert_eq!(body["cluster"], json!("ray-alice"));
+
+    let output =
+        isolated(home.path()).args(["render", "--user", "alice", "--option", "workers=99"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("workers") && stderr.contains('4'), "{stderr}");
+}
+
+#[test]
+fn validate_passes_the_repo_and_names_every_problem_in_broken_files() {
+    let home = tempfile::tempdir().unwrap();
+    let output = isolated(home.path()).arg("validate").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("profiles.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: x\n      slug: x\n      services:\n        s:\n          resources: [{name: tpl, path: t.yaml}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("templates.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tpl}\ndata:\n  t.yaml: |\n    apiVersion: v1\n    kind: ConfigMap\n    metadata:\n      name: {{ nmae }}\n",
+    )
+    .unwrap();
+    let output = isolated(home.path()).arg("validate").arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("profile `x`")
+            && stdout.contains("ConfigMap tpl key t.yaml line 4")
+            && stdout.contains("nmae"),
+        "{stdout}"
+    );
+}

@@ -15,7 +15,7 @@ use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use singleuser_profiles::api::{self, AppState, HubToken, Limits};
+use singleuser_profiles::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
 use singleuser_profiles::catalog::{self, ProfileSelector, watch};
 use singleuser_profiles::cluster::{self, Clusters};
 use singleuser_profiles::metrics::Metrics;
@@ -47,11 +47,13 @@ impl Service {
             .await
             .expect("the first ConfigMap list within 30 s")
             .expect("watch running");
+        // User tokens (alice's, bob's) are verified the way the ODH dashboard's are.
+        let verifiers = vec![Verifier::TokenReview(client.clone())];
         let state = AppState {
             snapshot,
             clusters: Some(Clusters::new(client.clone())),
             namespace: ns.to_owned(),
-            hub_token: HubToken::new(HUB_TOKEN),
+            auth: Authenticator::new(HubToken::new(HUB_TOKEN), verifiers),
             metrics,
             shutting_down: Arc::new(AtomicBool::new(false)),
         };

@@ -1,0 +1,342 @@
+"""The hooks against the real service binary (dry run), with JupyterHub's and KubeSpawner's
+real spawner classes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from traitlets.config import Config
+
+from singleuser_profiles_hub import (
+    ProfilesProgressMixin,
+    SingleuserProfiles,
+    SpawnRefused,
+    parse_cpu,
+    parse_memory,
+    post_stop_hook,
+    pre_spawn_hook,
+    profile_list,
+    spawn_request,
+)
+
+from hub_support import TOKEN, Service, User, free_port, kube_spawner, local_spawner
+
+
+# ---- a fault injector in front of the real service ----------------------------------------
+
+
+class FaultProxy:
+    """Forwards to the real service; the first `fail` requests get 503, each answer `delay` s."""
+
+    def __init__(self, target: str, fail: int = 0, delay: float = 0.0) -> None:
+        self.target, self.fail, self.delay, self.seen = target, fail, delay, 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.seen += 1
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.seen <= proxy.fail:
+                    data = json.dumps({"code": "unavailable", "message": "warming up"}).encode()
+                    self.send_response(503)
+                else:
+                    time.sleep(proxy.delay)
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() in ("authorization", "content-type", "accept")}
+                    answer = httpx.request(self.command, proxy.target + self.path,
+                                           content=body, headers=headers)
+                    data = answer.content
+                    self.send_response(answer.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(service: Service) -> Iterator[FaultProxy]:
+    p = FaultProxy(service.url)
+    yield p
+    p.close()
+
+
+def configured(url: str, **traits: Any) -> Config:
+    c = Config()
+    c.SingleuserProfiles.url = url
+    c.SingleuserProfiles.token = TOKEN
+    c.SingleuserProfiles.retry_backoff = 0.05
+    for name, value in traits.items():
+        setattr(c.SingleuserProfiles, name, value)
+    return c
+
+
+# ---- the spawn request ---------------------------------------------------------------------
+
+
+def test_spawn_request_reads_user_options_and_spawner() -> None:
+    spawner = local_spawner(
+        "eje@redhat.com", groups=("data-science", "admins"), name="gpu",
+        user_options={"profile": "ray", "size": "Small", "options": {"workers": 3},
+                      "image": "quay.io/odh/ray-ml-notebook:2.60"},
+    )
+    assert spawn_request(spawner, namespace="team-a") == {
+        "user": "eje@redhat.com",
+        "groups": ["admins", "data-science"],
+        "server": "gpu",
+        "image": "quay.io/odh/ray-ml-notebook:2.60",
+        "profile": "ray",
+        "size": "Small",
+        "options": {"workers": 3},
+        "namespace": "team-a",
+    }
+
+
+async def test_spawn_request_image_fallbacks_and_no_size_choice() -> None:
+    kube = kube_spawner(image="quay.io/odh/ray-notebook:1", user_options={"size": "default"})
+    body = spawn_request(kube)
+    assert body["image"] == "quay.io/odh/ray-notebook:1"
+    assert "size" not in body  # KubeSpawner's "default" choice: the profile's own resources
+    local = local_spawner(environment={"JUPYTER_IMAGE_SPEC": "ray-ml-notebook:2.60"})
+    assert spawn_request(local)["image"] == "ray-ml-notebook:2.60"
+
+
+def test_quantities() -> None:
+    assert parse_cpu("500m") == 0.5 and parse_cpu("2") == 2.0 and parse_cpu(1.5) == 1.5
+    assert parse_memory("2Gi") == 2 * 2**30 and parse_memory("512M") == 512 * 10**6
+    assert parse_memory("1073741824") == 2**30 and parse_memory("lots") is None
+
+
+# ---- pre_spawn_hook --------------------------------------------------------------------------
+
+
+async def test_pre_spawn_local_spawner_gets_ray_env_and_resources(settings_env: Service) -> None:
+    spawner = local_spawner("alice", user_options={"profile": "ray", "size": "Medium",
+                                                   "options": {"workers": 1}},
+                            environment={"KEEP_ME": "1"})
+    await pre_spawn_hook(spawner)
+    env = spawner.environment
+    assert env["RAY_ADDRESS"] == "ray://ray-alice-head-svc.default.svc:10001"
+    assert env["RAY_CLUSTER"] == "ray-alice"
+    assert env["RAY_DASHBOARD_URL"] == "http://ray-alice-dashboard.apps.example.com/"
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"  # the globals profile's env
+    assert env["KEEP_ME"] == "1"
+    assert spawner.cpu_limit == 2.0 and spawner.mem_limit == 4 * 2**30  # the Medium size
+    assert spawner.cpu_guarantee == 2.0 and spawner.mem_guarantee == 4 * 2**30
+
+
+async def test_pre_spawn_named_server_and_namespace(service: Service) -> None:
+    spawner = local_spawner("bob", name="exp-1", config=configured(service.url, namespace="ds"))
+    answer = await SingleuserProfiles(parent=spawner).pre_spawn_hook(spawner)
+    assert answer["dry_run"] is True and answer["namespace"] == "ds"
+    assert spawner.environment["RAY_CLUSTER"] == answer["cluster"] != "ray-bob"
+    assert answer["cluster"].startswith("ray-bob")
+    assert spawner.environment["RAY_ADDRESS"] == f"ray://{answer['cluster']}-head-svc.ds.svc:10001"
+
+
+async def test_pre_spawn_kubespawner_pod_settings(service: Service) -> None:
+    spawner = kube_spawner("carol", user_options={"profile": "pinned"},
+                           config=configured(service.url),
+                           tolerations=[{"key": "existing", "operator": "Exists"}])
+    await pre_spawn_hook(spawner)
+    env = spawner.environment
+    assert env["RAY_ADDRESS"] == "ray://ray-carol-head-svc.team-a.svc:10001"  # KubeSpawner's ns
+    assert env["TEST_PROFILE_ENV"] == "pinned-value"
+    assert env["TEST_SECRET_ENV"] == {
+        "name": "TEST_SECRET_ENV",
+        "valueFrom": {"secretKeyRef": {"name": "test-secret", "key": "password"}},
+    }
+    assert spawner.cpu_guarantee == 0.25 and spawner.cpu_limit == 2.0
+    assert spawner.mem_guarantee == 512 * 2**20 and spawner.mem_limit == 3 * 2**30
+    assert spawner.tolerations == [
+        {"key": "existing", "operator": "Exists"},
+        {"key": "dedicated", "operator": "Equal", "value": "ray", "effect": "NoSchedule"},
+    ]
+    assert spawner.node_affinity_required == [
+        {"matchExpressions": [{"key": "node-role.kubernetes.io/ray", "operator": "Exists"}]}
+    ]
+    assert spawner.extra_labels["jupyterhub.opendatahub.io/ray-cluster"] == "ray-carol"
+
+    # and KubeSpawner really renders them into the notebook pod
+    pod = await spawner.get_pod_manifest()
+    container = pod.spec.containers[0]
+    by_name = {e.name: e for e in container.env}
+    assert by_name["RAY_CLUSTER"].value == "ray-carol"
+    value_from = by_name["TEST_SECRET_ENV"].value_from
+    secret = value_from["secretKeyRef"] if isinstance(value_from, dict) else value_from.secret_key_ref
+    assert (secret["name"] if isinstance(secret, dict) else secret.name) == "test-secret"
+    assert str(container.resources.limits["memory"]) == str(3 * 2**30)
+    assert any(t.key == "dedicated" for t in pod.spec.tolerations)
+    assert pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    assert pod.metadata.labels["jupyterhub.opendatahub.io/ray-cluster"] == "ray-carol"
+
+
+async def test_local_spawner_skips_value_from_env(service: Service,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    spawner = local_spawner("dave", user_options={"profile": "pinned"},
+                            config=configured(service.url))
+    await pre_spawn_hook(spawner)
+    assert spawner.environment["TEST_PROFILE_ENV"] == "pinned-value"
+    assert "TEST_SECRET_ENV" not in spawner.environment
+
+
+# ---- failures the user sees ------------------------------------------------------------------
+
+
+async def test_option_out_of_bounds_is_shown_to_the_user(settings_env: Service) -> None:
+    spawner = local_spawner("alice", user_options={"profile": "ray", "options": {"workers": 9}})
+    with pytest.raises(SpawnRefused) as refused:
+        await pre_spawn_hook(spawner)
+    err = refused.value
+    assert err.status_code in (400, 422)
+    assert err.code == "invalid_option"
+    assert "options.workers must be between 0 and 4, got 9" in err.jupyterhub_message
+    assert "Change your choice" in str(err)
+    assert "Traceback" not in str(err) and "RAY_ADDRESS" not in spawner.environment
+
+
+async def test_unknown_profile_is_shown_to_the_user(settings_env: Service) -> None:
+    spawner = local_spawner("alice", user_options={"profile": "no-such-profile"})
+    with pytest.raises(SpawnRefused) as refused:
+        await pre_spawn_hook(spawner)
+    assert 400 <= refused.value.status_code < 500
+    assert "no-such-profile" in str(refused.value)
+
+
+async def test_wrong_token_tells_to_contact_the_admin(service: Service) -> None:
+    c = configured(service.url, token="wrong")
+    spawner = local_spawner("alice", config=c)
+    with pytest.raises(SpawnRefused) as refused:
+        await pre_spawn_hook(spawner)
+    assert "contact your administrator" in str(refused.value).lower()
+    assert "missing or invalid token" in str(refused.value)
+
+
+async def test_service_down_fails_fast_with_a_clear_message() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    spawner = local_spawner("alice", config=configured(url, retries=2))
+    started = time.monotonic()
+    with pytest.raises(SpawnRefused) as refused:
+        await pre_spawn_hook(spawner)
+    assert time.monotonic() - started < 5
+    message = str(refused.value)
+    assert refused.value.status_code == 503
+    assert f"the Ray cluster service at {url} cannot be reached" in message
+    assert "Try again in a minute" in message
+
+
+async def test_retries_on_503_then_succeeds(proxy: FaultProxy) -> None:
+    proxy.fail = 2
+    spawner = local_spawner("erin", config=configured(proxy.url, retries=3))
+    await pre_spawn_hook(spawner)
+    assert proxy.seen == 3
+    assert spawner.environment["RAY_CLUSTER"] == "ray-erin"
+
+
+async def test_gives_up_after_the_retries(proxy: FaultProxy) -> None:
+    proxy.fail = 10
+    spawner = local_spawner("erin", config=configured(proxy.url, retries=2))
+    with pytest.raises(SpawnRefused) as refused:
+        await pre_spawn_hook(spawner)
+    assert proxy.seen == 3
+    assert "warming up" in str(refused.value)
+
+
+# ---- progress --------------------------------------------------------------------------------
+
+
+async def test_progress_while_waiting(proxy: FaultProxy) -> None:
+    from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+    class Spawner(ProfilesProgressMixin, SimpleLocalProcessSpawner):
+        pass
+
+    proxy.delay = 1.0
+    spawner = Spawner(user=User("frank"), config=configured(proxy.url, progress_interval=0.3))
+    hook = asyncio.ensure_future(pre_spawn_hook(spawner))
+    await asyncio.sleep(0.1)
+    events = [event async for event in spawner.progress()]  # ends when the hook is done
+    await hook
+    messages = [e["message"] for e in events]
+    assert messages[0] == "Requesting a Ray cluster (the default profile)"
+    assert any(m.startswith("Waiting for your Ray cluster to be ready") for m in messages)
+    ours = messages.index("Ray cluster ray-frank requested; it starts alongside your notebook"
+                          " (dry run: nothing was created)")
+    assert messages[ours + 1:] == ["Spawning server..."]  # then the spawner's own events
+    assert all(0 < e["progress"] <= 100 for e in events)
+    # a reader arriving late gets the whole story
+    assert [e["message"] async for e in spawner.progress()] == messages
+
+
+# ---- post_stop_hook and profile_list ----------------------------------------------------------
+
+
+async def test_post_stop_hook(settings_env: Service, caplog: pytest.LogCaptureFixture) -> None:
+    spawner = local_spawner("alice")
+    await post_stop_hook(spawner)  # dry run: nothing to stop, no error
+
+
+async def test_post_stop_hook_never_raises_when_the_service_is_down() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    spawner = local_spawner("alice", config=configured(url, retries=50, stop_timeout=1.0))
+    started = time.monotonic()
+    await post_stop_hook(spawner)
+    assert time.monotonic() - started < 3
+
+
+async def test_profile_list_for_kubespawner(settings_env: Service) -> None:
+    spawner = kube_spawner("alice")
+    entries = await profile_list(spawner)
+    slugs = [e["slug"] for e in entries]
+    assert "ray" in slugs and "pinned" in slugs
+    ray = entries[slugs.index("ray")]
+    assert ray["default"] is True
+    assert set(ray["profile_options"]["size"]["choices"]) >= {"Small", "Medium", "Large"}
+    # KubeSpawner accepts it as its profile_list and applies a choice
+    spawner.profile_list = profile_list
+    spawner.user_options = {"profile": "ray", "size": "Large"}
+    await spawner.load_user_options()
+    assert spawner.cpu_limit == 4 and spawner.mem_limit == 8 * 2**30
+
+
+async def test_profile_list_is_empty_when_the_service_is_down() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    spawner = kube_spawner("alice", config=configured(url, retries=0))
+    assert await profile_list(spawner) == []
+
+
+def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    monkeypatch.setenv("SINGLEUSER_PROFILES_URL", "http://sup.example:8080")
+    monkeypatch.setenv("SINGLEUSER_PROFILES_TOKEN_FILE", str(token))
+    monkeypatch.setenv("SINGLEUSER_PROFILES_SPAWN_TIMEOUT", "120")
+    monkeypatch.setenv("SINGLEUSER_PROFILES_RETRIES", "5")
+    settings = SingleuserProfiles()
+    client = settings.client()
+    assert (client.url, client.token, client.spawn_timeout, client.retries) == (
+        "http://sup.example:8080", "from-file", 120.0, 5)
+    # jupyterhub_config.py wins over the environment
+    c = Config()
+    c.SingleuserProfiles.url = "http://from-config:8080"
+    assert SingleuserProfiles(config=c).url == "http://from-config:8080"

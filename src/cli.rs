@@ -105,12 +105,25 @@ pub struct ServeArgs {
     /// File holding the hub's API token.
     #[arg(long, env = "SUP_HUB_TOKEN_FILE")]
     pub hub_token_file: Option<PathBuf>,
+    /// JupyterHub's API (e.g. `http://hub:8081/hub/api`): user tokens are verified there and
+    /// may act only for their own user.
+    #[arg(long, env = "SUP_HUB_API_URL")]
+    pub hub_api_url: Option<String>,
+    /// Verify user tokens with a Kubernetes TokenReview (the ODH dashboard's user tokens).
+    #[arg(long, env = "SUP_TOKEN_REVIEW")]
+    pub token_review: bool,
     /// Seconds any request may take (spawn excepted).
     #[arg(long, env = "SUP_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
     /// Seconds a spawn may take, waiting for the Ray head included.
     #[arg(long, env = "SUP_SPAWN_TIMEOUT", default_value_t = 600)]
     pub spawn_timeout: u64,
+    /// Seconds one Kubernetes API call may take before the caller gets a 503.
+    #[arg(long, env = "SUP_API_TIMEOUT", default_value_t = 10)]
+    pub api_timeout: u64,
+    /// Kubernetes API calls in flight at once; more wait their turn.
+    #[arg(long, env = "SUP_API_CONCURRENCY", default_value_t = 32)]
+    pub api_concurrency: usize,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,

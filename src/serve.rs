@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kube::Client;
 
-use crate::api::{self, AppState, HubToken, Limits};
+use crate::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
 use crate::catalog::watch;
 use crate::cli::{LogFormat, Mode, ServeArgs};
 use crate::cluster::Clusters;
@@ -33,11 +33,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
 }
 
 /// A client when a cluster answers, with the reason when it does not.
-async fn connect() -> Result<Client, String> {
+///
+/// Every API call is bounded in time (a spawn fails fast with 503 when the API server is gone)
+/// and in concurrency (a spawn storm queues here instead of overloading the API server, which
+/// would answer 429). Both bound only the wait for response headers, so watches are unaffected.
+async fn connect(args: &ServeArgs) -> Result<Client, String> {
     let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
-    // Fail fast when the API server is down instead of hanging a spawn.
     config.connect_timeout = Some(Duration::from_secs(5));
-    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| e.to_string())?
+        .with_layer(&tower::timeout::TimeoutLayer::new(Duration::from_secs(args.api_timeout)))
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_concurrency))
+        .build();
     tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
         .await
         .map_err(|_| "the API server did not answer within 5 s".to_owned())?
@@ -63,8 +70,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
 
     let client = match args.mode {
         Mode::DryRun => None,
-        Mode::Cluster => Some(connect().await.map_err(|e| format!("no Kubernetes cluster reachable: {e}"))?),
-        Mode::Auto => match connect().await {
+        Mode::Cluster => {
+            Some(connect(&args).await.map_err(|e| format!("no Kubernetes cluster reachable: {e}"))?)
+        }
+        Mode::Auto => match connect(&args).await {
             Ok(client) => Some(client),
             Err(reason) => {
                 tracing::warn!(%reason, "no Kubernetes cluster reachable");
@@ -72,6 +81,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             }
         },
     };
+
+    let mut verifiers = Vec::new();
+    if let Some(url) = &args.hub_api_url {
+        verifiers.push(Verifier::jupyterhub(url, Duration::from_secs(args.api_timeout))?);
+    }
+    if args.token_review {
+        let client = client.clone().ok_or("--token-review needs a cluster; it is not reachable")?;
+        verifiers.push(Verifier::TokenReview(client));
+    }
+    let auth = Authenticator::new(hub_token.clone(), verifiers);
 
     let (snapshot, namespace, clusters) = match client {
         Some(client) => {
@@ -101,7 +120,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 "DRY RUN: serving {source}; spawn answers what it would apply and writes nothing. \
                  Point KUBECONFIG at a cluster (or run in one) to apply for real."
             );
-            if hub_token.is_none() {
+            if auth.is_open() {
                 tracing::warn!(
                     "the API is OPEN: no hub token configured (acceptable for a local dry run only)"
                 );
@@ -113,7 +132,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
 
     let shutting_down = Arc::new(AtomicBool::new(false));
     let state =
-        AppState { snapshot, clusters, namespace, hub_token, metrics, shutting_down: shutting_down.clone() };
+        AppState { snapshot, clusters, namespace, auth, metrics, shutting_down: shutting_down.clone() };
     let limits = Limits {
         body_bytes: args.body_limit,
         request_timeout: Duration::from_secs(args.request_timeout),

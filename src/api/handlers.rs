@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, OPENAPI_YAML};
+use super::{ApiError, AppState, Caller, OPENAPI_YAML};
 use crate::catalog::Catalog;
 use crate::metrics::OutcomeLabels;
 use crate::plan::{self, Owner, Plan, PodSettings, SpawnRequest};
@@ -80,10 +80,12 @@ fn outcome<T>(result: &Result<T, ApiError>) -> OutcomeLabels {
 
 pub async fn spawn(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Json<SpawnRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
+    caller.may_act_for(&request.user)?;
     let started = Instant::now();
     let result = async {
         let plan = state.plan(&request)?;
@@ -109,10 +111,12 @@ pub async fn spawn(
 
 pub async fn render(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Json<SpawnRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
+    caller.may_act_for(&request.user)?;
     let started = Instant::now();
     let result = state.plan(&request).map(|plan| SpawnAnswer::new(&plan, plan.objects.clone(), true));
     state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
@@ -138,31 +142,36 @@ pub struct NamespaceQuery {
 
 pub async fn stop(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<StopRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
-    stop_server(&state, request).await
+    stop_server(&state, &caller, request).await
 }
 
 pub async fn stop_default_server(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(user): Path<String>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    stop_server(&state, StopRequest { user, server: String::new(), namespace: query.namespace }).await
+    stop_server(&state, &caller, StopRequest { user, server: String::new(), namespace: query.namespace })
+        .await
 }
 
 pub async fn stop_named_server(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((user, server)): Path<(String, String)>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    stop_server(&state, StopRequest { user, server, namespace: query.namespace }).await
+    stop_server(&state, &caller, StopRequest { user, server, namespace: query.namespace }).await
 }
 
-async fn stop_server(state: &AppState, request: StopRequest) -> Result<Response, ApiError> {
+async fn stop_server(state: &AppState, caller: &Caller, request: StopRequest) -> Result<Response, ApiError> {
+    caller.may_act_for(&request.user)?;
     if request.user.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -198,6 +207,7 @@ pub struct ProfilesQuery {
 
 pub async fn profiles(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     query: Result<Query<ProfilesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -206,6 +216,7 @@ pub async fn profiles(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "user: add `?user=<JupyterHub user name>`")
             .field("user")
     })?;
+    caller.may_act_for(&user)?;
     let who = Requester {
         user,
         groups: query.groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect(),
@@ -234,11 +245,13 @@ pub async fn profiles(
 
 pub async fn clusters(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(user): Path<String>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
+    caller.may_act_for(&user)?;
     let namespace = query.namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| state.namespace.clone());
     let Some(clusters) = &state.clusters else {
         return Ok(respond(

@@ -20,7 +20,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-pub use auth::HubToken;
+pub use auth::{Authenticator, Caller, HubToken, Verifier};
 pub use error::{ApiError, ErrorBody};
 pub use handlers::SpawnAnswer;
 
@@ -39,8 +39,8 @@ pub struct AppState {
     pub clusters: Option<Clusters>,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
-    /// `None`: open access (only allowed in dry-run mode).
-    pub hub_token: Option<HubToken>,
+    /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).
+    pub auth: Authenticator,
     pub metrics: Metrics,
     /// Set on SIGTERM: readiness turns false so load balancers stop sending work.
     pub shutting_down: Arc<AtomicBool>,
@@ -79,7 +79,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/users/{user}/servers/{server}", delete(handlers::stop_named_server))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout))
         .merge(spawn)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -120,8 +120,23 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 }
 
 impl AppState {
+    /// Ready once the config is loaded, while its watch is healthy, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.snapshot.borrow().loaded && !self.shutting_down.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
+    }
+
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let snapshot = self.snapshot.borrow();
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down".into())
+        } else if !snapshot.loaded {
+            Some("profiles are not loaded yet".into())
+        } else {
+            snapshot
+                .watch_error
+                .as_ref()
+                .map(|e| format!("the ConfigMap watch is failing ({e}); serving the last good profiles"))
+        }
     }
 }
 

@@ -21,7 +21,7 @@ fn state(hub_token: Option<&str>) -> AppState {
         snapshot: crate::catalog::watch::fixed(catalog, "test folders".into()),
         clusters: None,
         namespace: "notebooks".into(),
-        hub_token: hub_token.and_then(HubToken::new),
+        auth: Authenticator::new(hub_token.and_then(HubToken::new), vec![]),
         metrics: Metrics::default(),
         shutting_down: Arc::new(AtomicBool::new(false)),
     }

@@ -21,7 +21,7 @@ use singleuser_profiles::cluster::{self, Clusters};
 use singleuser_profiles::metrics::Metrics;
 use tower::ServiceExt;
 
-use crate::support::{wait_for, with_temp_ns};
+use crate::support::{User, wait_for, with_temp_ns};
 
 const HUB_TOKEN: &str = "hub-token-for-tests";
 const MANAGED: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
@@ -71,9 +71,19 @@ impl Service {
         body: Option<String>,
         token: bool,
     ) -> (StatusCode, Value) {
+        self.call_as(if token { Some(HUB_TOKEN) } else { None }, method, path, body).await
+    }
+
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(path);
-        if token {
-            request = request.header("authorization", format!("token {HUB_TOKEN}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
         let request = match body {
             Some(body) => request.header("content-type", "application/json").body(Body::from(body)),
@@ -538,6 +548,49 @@ data:
         assert_eq!(status, StatusCode::OK, "{answer:#}");
         let rc = answer["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
         assert!(cluster::head_ready(rc), "the answer carries the ready RayCluster: {rc:#}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_token_acts_only_for_its_user() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let service = Service::start(&client, &ns).await;
+        let alice = User::Alice.token();
+        let spawn = |user: &str| Some(json!({"user": user}).to_string());
+
+        // Nobody: 401. alice for bob: 403 on every verb. alice for alice: allowed.
+        let (status, _) = service.call_as(None, "POST", "/api/v1/spawn", spawn("bob")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = service.call_as(Some("not-a-token"), "POST", "/api/v1/spawn", spawn("bob")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let refused = [
+            ("POST", "/api/v1/spawn", spawn("bob")),
+            ("POST", "/api/v1/render", spawn("bob")),
+            ("POST", "/api/v1/stop", spawn("bob")),
+            ("GET", "/api/v1/users/bob/clusters", None),
+            ("GET", "/api/v1/profiles?user=bob", None),
+            ("DELETE", "/api/v1/users/bob/server", None),
+        ];
+        for (method, path, body) in refused {
+            let (status, err) = service.call_as(Some(&alice), method, path, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {err:#}");
+            assert!(err["message"].as_str().unwrap().contains("`bob`"), "{err:#}");
+        }
+        assert!(managed_objects(&client, &ns).await.is_empty(), "a refused spawn applies nothing");
+
+        let (status, answer) = service.call_as(Some(&alice), "POST", "/api/v1/spawn", spawn("alice")).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        let (status, listing) =
+            service.call_as(Some(&alice), "GET", "/api/v1/users/alice/clusters", None).await;
+        assert_eq!((status, listing["clusters"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+
+        // The hub acts for anyone: it sees alice's cluster and stops it.
+        let (status, stopped) = service.call("POST", "/api/v1/stop", Some(json!({"user": "alice"}))).await;
+        assert_eq!((status, stopped["stopped"].clone()), (StatusCode::OK, json!(true)));
+        let (status, _) = service.spawn(json!({"user": "bob"})).await;
+        assert_eq!(status, StatusCode::OK);
     })
     .await;
 }

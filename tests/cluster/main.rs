@@ -4,5 +4,6 @@
 
 mod cli;
 mod control_plane;
+mod deploy;
 mod service;
 mod support;

@@ -154,6 +154,9 @@ impl Verifier {
     }
 }
 
+/// Verdicts by SHA-256 of the token, so the cache never holds a token itself.
+type VerdictCache = HashMap<[u8; 32], (Option<Caller>, Instant)>;
+
 const VALID_FOR: Duration = Duration::from_secs(60);
 const INVALID_FOR: Duration = Duration::from_secs(5);
 const CACHE_LIMIT: usize = 10_000;
@@ -163,8 +166,7 @@ const CACHE_LIMIT: usize = 10_000;
 pub struct Authenticator {
     hub_token: Option<HubToken>,
     verifiers: Vec<Verifier>,
-    /// By SHA-256 of the token, so the cache never holds a token itself.
-    cache: Arc<Mutex<HashMap<[u8; 32], (Option<Caller>, Instant)>>>,
+    cache: Arc<Mutex<VerdictCache>>,
 }
 
 impl std::fmt::Debug for Authenticator {

@@ -112,6 +112,19 @@ pub struct ServeArgs {
     /// Verify user tokens with a Kubernetes TokenReview (the ODH dashboard's user tokens).
     #[arg(long, env = "SUP_TOKEN_REVIEW")]
     pub token_review: bool,
+    /// Ray clusters one user may hold at once (0: no cap).
+    #[arg(long, env = "SUP_MAX_CLUSTERS_PER_USER", default_value_t = 5)]
+    pub max_clusters_per_user: usize,
+    /// Ray clusters the service runs at once in its namespace (0: no cap).
+    #[arg(long, env = "SUP_MAX_CLUSTERS", default_value_t = 1000)]
+    pub max_clusters: usize,
+    /// Seconds a cluster may wait for its notebook pod before it is reaped (0: never reap;
+    /// for spawners that run no pods).
+    #[arg(long, env = "SUP_ORPHAN_GRACE", default_value_t = 900)]
+    pub orphan_grace: u64,
+    /// Seconds between reaper passes.
+    #[arg(long, env = "SUP_REAP_INTERVAL", default_value_t = 30)]
+    pub reap_interval: u64,
     /// Seconds any request may take (spawn excepted).
     #[arg(long, env = "SUP_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,

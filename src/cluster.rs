@@ -147,16 +147,15 @@ impl Clusters {
 
     /// The user's clusters in `namespace`: one owner ConfigMap list and one RayCluster list.
     pub async fn status(&self, user: &str, namespace: &str) -> Result<Vec<ClusterStatus>, ClusterError> {
-        let selector = format!(
-            "{}={},{}={}",
+        let user_label = format!("{}={}", plan::USER_LABEL, naming::label_value(user));
+        let owner_params = ListParams::default().labels(&format!("{},{user_label}", plan::OWNER_SELECTOR));
+        let params = ListParams::default().labels(&format!(
+            "{}={},{user_label}",
             plan::MANAGED_BY_LABEL,
-            plan::MANAGED_BY,
-            plan::USER_LABEL,
-            naming::label_value(user)
-        );
-        let params = ListParams::default().labels(&selector);
+            plan::MANAGED_BY
+        ));
         let owners: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let owners = owners.list(&params).await.map_err(classify)?;
+        let owners = owners.list(&owner_params).await.map_err(classify)?;
         let ray_clusters: BTreeMap<String, DynamicObject> = match self.resource(&ray_cluster_gvk()).await {
             Ok((ar, _)) => Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &ar)
                 .list(&params)

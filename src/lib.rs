@@ -2,13 +2,14 @@
 //!
 //! Pure domain: [`profile`] (matching and merging), [`template`] (rendering), [`naming`],
 //! [`catalog`] (the parsed config snapshot) and [`plan`] (one spawn, before any I/O).
-//! Kubernetes edge: [`catalog::watch`] and [`cluster`]. HTTP edge: [`api`]. Wiring: [`cli`],
+//! Kubernetes edge: [`catalog::watch`], [`cluster`] and [`lifecycle`]. HTTP edge: [`api`]. Wiring: [`cli`],
 //! [`serve`].
 
 pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
+pub mod lifecycle;
 pub mod metrics;
 pub mod naming;
 pub mod plan;

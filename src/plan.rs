@@ -18,6 +18,11 @@ pub const MANAGED_BY: &str = "singleuser-profiles";
 pub const USER_LABEL: &str = "jupyterhub.opendatahub.io/user";
 pub const SERVER_LABEL: &str = "jupyterhub.opendatahub.io/server";
 pub const CLUSTER_LABEL: &str = "jupyterhub.opendatahub.io/ray-cluster";
+/// Marks owner ConfigMaps apart from rendered objects (which may be ConfigMaps too).
+pub const OWNER_LABEL: &str = "jupyterhub.opendatahub.io/owner";
+/// Selects every owner ConfigMap this service made.
+pub const OWNER_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=singleuser-profiles,jupyterhub.opendatahub.io/owner=true";
 
 /// What a caller asks for: whose server, with which image and choices.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -83,13 +88,15 @@ impl Owner {
         if let Some(url) = objects.iter().find_map(dashboard_url) {
             data["dashboard_url"] = json!(url);
         }
+        let mut labels = self.labels();
+        labels.insert(OWNER_LABEL.to_owned(), "true".to_owned());
         json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
                 "name": self.configmap_name(),
                 "namespace": self.namespace,
-                "labels": self.labels(),
+                "labels": labels,
             },
             "data": data,
         })

@@ -12,6 +12,7 @@ use crate::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
 use crate::catalog::watch;
 use crate::cli::{LogFormat, Mode, ServeArgs};
 use crate::cluster::Clusters;
+use crate::lifecycle::{self, Quota, Reaping};
 use crate::metrics::Metrics;
 
 pub fn init_tracing(format: LogFormat) {
@@ -92,7 +93,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     }
     let auth = Authenticator::new(hub_token.clone(), verifiers);
 
-    let (snapshot, namespace, clusters) = match client {
+    let (snapshot, namespace, clusters, owners) = match client {
         Some(client) => {
             if hub_token.is_none() {
                 return Err(
@@ -101,8 +102,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             }
             let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
             let (snapshot, _watch) = watch::start(client.clone(), &namespace, selector, metrics.clone());
+            let reaping = Reaping {
+                grace: Duration::from_secs(args.orphan_grace),
+                interval: Duration::from_secs(args.reap_interval.max(1)),
+            };
+            let (owners, _lifecycle) = lifecycle::start(client.clone(), &namespace, reaping);
             tracing::info!(%namespace, "cluster mode: watching ConfigMaps and applying for real");
-            (snapshot, namespace, Some(Clusters::new(client)))
+            (snapshot, namespace, Some(Clusters::new(client)), Some(owners))
         }
         None => {
             let catalog = args.folders.load(&selector)?;
@@ -126,13 +132,21 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 );
             }
             let namespace = args.namespace.clone().unwrap_or_else(|| "default".to_owned());
-            (watch::fixed(catalog, source), namespace, None)
+            (watch::fixed(catalog, source), namespace, None, None)
         }
     };
 
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let state =
-        AppState { snapshot, clusters, namespace, auth, metrics, shutting_down: shutting_down.clone() };
+    let state = AppState {
+        snapshot,
+        clusters,
+        owners,
+        quota: Quota { per_user: args.max_clusters_per_user, total: args.max_clusters },
+        namespace,
+        auth,
+        metrics,
+        shutting_down: shutting_down.clone(),
+    };
     let limits = Limits {
         body_bytes: args.body_limit,
         request_timeout: Duration::from_secs(args.request_timeout),

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::cluster::ClusterError;
+use crate::lifecycle::QuotaError;
 use crate::plan::PlanError;
 use crate::profile::ResolveError;
 
@@ -156,6 +157,12 @@ impl From<PlanError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_request", err.to_string()).field(field)
             }
         }
+    }
+}
+
+impl From<QuotaError> for ApiError {
+    fn from(err: QuotaError) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", err.to_string())
     }
 }
 

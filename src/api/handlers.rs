@@ -92,6 +92,10 @@ pub async fn spawn(
         let Some(clusters) = &state.clusters else {
             return Ok(SpawnAnswer::new(&plan, plan.objects.clone(), true));
         };
+        // Quotas count the watched namespace, where notebooks normally run.
+        if let Some(owners) = state.owners.as_ref().filter(|_| plan.owner.namespace == state.namespace) {
+            state.quota.check(owners, &request.user, &plan.owner.configmap_name())?;
+        }
         let applied = clusters.apply(&plan).await?;
         Ok(SpawnAnswer::new(&plan, applied.objects, false))
     }

@@ -26,6 +26,7 @@ pub use handlers::SpawnAnswer;
 
 use crate::catalog::watch::Snapshot;
 use crate::cluster::Clusters;
+use crate::lifecycle::{Owners, Quota};
 use crate::metrics::{Metrics, RequestLabels};
 
 /// The service's OpenAPI document.
@@ -37,6 +38,9 @@ pub struct AppState {
     pub snapshot: watch::Receiver<Snapshot>,
     /// `None`: the embedded dry-run mode, nothing is written anywhere.
     pub clusters: Option<Clusters>,
+    /// The owner ConfigMaps of `namespace` (cluster mode), for quotas.
+    pub owners: Option<Owners>,
+    pub quota: Quota,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).

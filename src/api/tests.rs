@@ -20,6 +20,8 @@ fn state(hub_token: Option<&str>) -> AppState {
     AppState {
         snapshot: crate::catalog::watch::fixed(catalog, "test folders".into()),
         clusters: None,
+        owners: None,
+        quota: Default::default(),
         namespace: "notebooks".into(),
         auth: Authenticator::new(hub_token.and_then(HubToken::new), vec![]),
         metrics: Metrics::default(),

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use singleuser_profiles::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
 use singleuser_profiles::catalog::{self, ProfileSelector, watch};
 use singleuser_profiles::cluster::{self, Clusters};
+use singleuser_profiles::lifecycle::{self, Owners, Quota, Reaping};
 use singleuser_profiles::metrics::Metrics;
 use tower::ServiceExt;
 
@@ -29,35 +30,50 @@ const MANAGED: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
 /// The service as `serve` wires it in cluster mode, watching `ns`.
 struct Service {
     router: Router,
-    _watch: tokio::task::JoinHandle<()>,
+    owners: Owners,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self._watch.abort();
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 
+/// The reaper off: most tests run no notebook pods.
+const NO_REAPING: Reaping = Reaping { grace: Duration::ZERO, interval: Duration::from_secs(1) };
+
 impl Service {
     async fn start(client: &Client, ns: &str) -> Service {
+        Self::start_with(client, ns, Quota::default(), NO_REAPING).await
+    }
+
+    async fn start_with(client: &Client, ns: &str, quota: Quota, reaping: Reaping) -> Service {
         let metrics = Metrics::default();
-        let (mut snapshot, task) =
+        let (mut snapshot, watch_task) =
             watch::start(client.clone(), ns, ProfileSelector::default(), metrics.clone());
         tokio::time::timeout(Duration::from_secs(30), snapshot.wait_for(|s| s.loaded))
             .await
             .expect("the first ConfigMap list within 30 s")
             .expect("watch running");
+        let (owners, lifecycle_task) = lifecycle::start(client.clone(), ns, reaping);
         // User tokens (alice's, bob's) are verified the way the ODH dashboard's are.
         let verifiers = vec![Verifier::TokenReview(client.clone())];
         let state = AppState {
             snapshot,
             clusters: Some(Clusters::new(client.clone())),
+            owners: Some(owners.clone()),
+            quota,
             namespace: ns.to_owned(),
             auth: Authenticator::new(HubToken::new(HUB_TOKEN), verifiers),
             metrics,
             shutting_down: Arc::new(AtomicBool::new(false)),
         };
-        Service { router: api::router(state, Limits::default()), _watch: task }
+        Service {
+            router: api::router(state, Limits::default()),
+            owners,
+            tasks: vec![watch_task, lifecycle_task],
+        }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -591,6 +607,127 @@ async fn a_user_token_acts_only_for_its_user() {
         assert_eq!((status, stopped["stopped"].clone()), (StatusCode::OK, json!(true)));
         let (status, _) = service.spawn(json!({"user": "bob"})).await;
         assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+/// A notebook pod as KubeSpawner makes it (restricted-compliant; kwok runs it).
+fn notebook_pod(user: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("jupyter-{}", singleuser_profiles::naming::label_value(user)),
+            // KubeSpawner keeps the raw name in the annotation; the label is a label-safe form.
+            "labels": {"component": "singleuser-server", "hub.jupyter.org/username": singleuser_profiles::naming::label_value(user)},
+            "annotations": {"hub.jupyter.org/username": user},
+        },
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "notebook",
+                "image": "quay.io/opendatahub/notebook:latest",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_the_notebook_pod_removes_its_cluster_without_a_stop() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let service = Service::start(&client, &ns).await;
+        let (status, answer) = service.spawn(json!({"user": "Nina@example.com"})).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        let owner_name = answer["owner"].as_str().unwrap().to_owned();
+
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pod = pods.create(&Default::default(), &notebook_pod("Nina@example.com")).await.unwrap();
+        let owners: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        wait_for(
+            Duration::from_secs(30),
+            "the owner ConfigMap to be adopted by the notebook pod",
+            || async {
+                let owner = owners.get(&owner_name).await.ok()?;
+                let refs = owner.metadata.owner_references.unwrap_or_default();
+                refs.iter()
+                    .any(|r| r.kind == "Pod" && Some(&r.uid) == pod.metadata.uid.as_ref())
+                    .then_some(())
+            },
+        )
+        .await;
+
+        pods.delete(
+            &pod.metadata.name.clone().unwrap(),
+            &kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        wait_for(Duration::from_secs(60), "garbage collection of everything the pod owned", || async {
+            managed_objects(&client, &ns).await.is_empty().then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let reaping = Reaping { grace: Duration::from_secs(3), interval: Duration::from_secs(1) };
+        let service = Service::start_with(&client, &ns, Quota::default(), reaping).await;
+        // A second replica reaping the same namespace side by side.
+        let (_, replica) = lifecycle::start(client.clone(), &ns, reaping);
+
+        // A notebook that runs keeps its cluster; one that never appears loses it.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        pods.create(&Default::default(), &notebook_pod("kept")).await.unwrap();
+        for user in ["kept", "orphan"] {
+            let (status, answer) = service.spawn(json!({"user": user})).await;
+            assert_eq!(status, StatusCode::OK, "{answer:#}");
+        }
+        wait_for(Duration::from_secs(60), "the orphan's cluster to be reaped", || async {
+            let left = managed_objects(&client, &ns).await;
+            (!left.iter().any(|o| o.contains("orphan"))).then_some(())
+        })
+        .await;
+        replica.abort();
+        let left = managed_objects(&client, &ns).await;
+        assert_eq!(left.len(), 3, "the kept notebook's owner, RayCluster and Ingress stay: {left:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn quotas_refuse_with_a_429_naming_the_limit_and_change_nothing() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let quota = Quota { per_user: 1, total: 2 };
+        let service = Service::start_with(&client, &ns, quota, NO_REAPING).await;
+        let held = |n: usize| {
+            let owners = service.owners.clone();
+            wait_for(Duration::from_secs(10), "the owner watch to catch up", move || {
+                let owners = owners.clone();
+                async move { (owners.count("").1 == n).then_some(()) }
+            })
+        };
+
+        assert_eq!(service.spawn(json!({"user": "alice", "server": "a"})).await.0, StatusCode::OK);
+        held(1).await;
+        let (status, err) = service.spawn(json!({"user": "alice", "server": "b"})).await;
+        assert_eq!((status, err["code"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("quota_exceeded")));
+        assert!(err["message"].as_str().unwrap().contains("limit per user is 1"), "{err:#}");
+        // Respawning the server that already has its cluster is no new cluster.
+        assert_eq!(service.spawn(json!({"user": "alice", "server": "a"})).await.0, StatusCode::OK);
+        assert_eq!(service.spawn(json!({"user": "bob"})).await.0, StatusCode::OK);
+        held(2).await;
+        let (status, err) = service.spawn(json!({"user": "carol"})).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{err:#}");
+        assert!(err["message"].as_str().unwrap().contains("limit is 2"), "{err:#}");
+        let objects = managed_objects(&client, &ns).await;
+        assert_eq!(objects.len(), 6, "two owners with a RayCluster and an Ingress each: {objects:?}");
+        assert!(!objects.iter().any(|o| o.contains("carol")), "{objects:?}");
     })
     .await;
 }

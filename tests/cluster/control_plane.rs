@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::{User, api_error_code, token_client, user_client, wait_for, with_temp_ns};
 
-const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn rayclusters(client: &Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("ray.io", "v1", "RayCluster");

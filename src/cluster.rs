@@ -20,6 +20,21 @@ use crate::plan::{self, Owner, Plan};
 /// The one field manager every write uses, so re-applying is a no-op and ownership is clear.
 pub const FIELD_MANAGER: &str = "singleuser-profiles";
 
+/// A client whose every API call is bounded in time (a spawn fails fast with 503 when the API
+/// server is gone) and in concurrency (a spawn storm queues here instead of overloading the
+/// API server, which would answer 429). Both bound only the wait for response headers, so
+/// watches are unaffected.
+pub fn bounded_client(
+    config: kube::Config,
+    call_timeout: Duration,
+    concurrency: usize,
+) -> Result<Client, kube::Error> {
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::timeout::TimeoutLayer::new(call_timeout))
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(concurrency))
+        .build())
+}
+
 /// Why the cluster did not do what a spawn, stop or status asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -11,7 +11,7 @@ use kube::Client;
 use crate::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
 use crate::catalog::watch;
 use crate::cli::{LogFormat, Mode, ServeArgs};
-use crate::cluster::Clusters;
+use crate::cluster::{self, Clusters};
 use crate::lifecycle::{self, Quota, Reaping};
 use crate::metrics::Metrics;
 
@@ -34,18 +34,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
 }
 
 /// A client when a cluster answers, with the reason when it does not.
-///
-/// Every API call is bounded in time (a spawn fails fast with 503 when the API server is gone)
-/// and in concurrency (a spawn storm queues here instead of overloading the API server, which
-/// would answer 429). Both bound only the wait for response headers, so watches are unaffected.
 async fn connect(args: &ServeArgs) -> Result<Client, String> {
     let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
     config.connect_timeout = Some(Duration::from_secs(5));
-    let client = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| e.to_string())?
-        .with_layer(&tower::timeout::TimeoutLayer::new(Duration::from_secs(args.api_timeout)))
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_concurrency))
-        .build();
+    let client = cluster::bounded_client(config, Duration::from_secs(args.api_timeout), args.api_concurrency)
+        .map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
         .await
         .map_err(|_| "the API server did not answer within 5 s".to_owned())?

@@ -731,3 +731,147 @@ async fn quotas_refuse_with_a_429_naming_the_limit_and_change_nothing() {
     })
     .await;
 }
+
+/// A client built as `serve` builds it: every call bounded in time and concurrency.
+async fn bounded_client(call_timeout: Duration) -> Client {
+    let config = kube::Config::from_kubeconfig(&Default::default()).await.expect("KUBECONFIG");
+    cluster::bounded_client(config, call_timeout, 32).unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_spawns_end_with_exactly_one_cluster_per_server_and_no_5xx() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let service = Arc::new(Service::start(&bounded_client(Duration::from_secs(30)).await, &ns).await);
+        let mut spawns = tokio::task::JoinSet::new();
+        // 500 users at once, and 50 spawns of one user's same server among them.
+        let requests = (0..500)
+            .map(|i| json!({"user": format!("student{i}@example.com"), "options": {"workers": 0}}))
+            .chain((0..50).map(|_| json!({"user": "eager", "server": "lab", "options": {"workers": 0}})));
+        for request in requests {
+            let service = service.clone();
+            spawns.spawn(async move { service.spawn(request).await });
+        }
+        let mut statuses = std::collections::BTreeMap::new();
+        let mut answers = std::collections::BTreeSet::new();
+        while let Some(done) = spawns.join_next().await {
+            let (status, answer) = done.unwrap();
+            *statuses.entry(status.as_u16()).or_insert(0) += 1;
+            if answer["owner"] == json!("singleuser-service-ref-eager--lab") {
+                answers.insert(answer["environment"].to_string());
+            }
+        }
+        assert_eq!(statuses, [(200, 550)].into(), "every spawn succeeded");
+        assert_eq!(answers.len(), 1, "the same server's spawns all gave the same answer");
+
+        let rcs = rayclusters(&client, &ns).list(&ListParams::default().labels(MANAGED)).await.unwrap();
+        let mut users: Vec<String> = rcs
+            .items
+            .iter()
+            .map(|rc| rc.metadata.labels.as_ref().unwrap()["jupyterhub.opendatahub.io/user"].clone())
+            .collect();
+        users.sort();
+        let before = users.len();
+        users.dedup();
+        assert_eq!((before, users.len()), (501, 501), "one RayCluster per user server");
+        let owners = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(singleuser_profiles::plan::OWNER_SELECTOR))
+            .await
+            .unwrap();
+        assert_eq!(owners.items.len(), 501);
+    })
+    .await;
+}
+
+/// The API server's process, to stop and restart it as an outage would.
+struct ApiServer {
+    pid_file: std::path::PathBuf,
+}
+
+impl ApiServer {
+    fn of_test_plane() -> Self {
+        let kubeconfig = std::path::PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG"));
+        let state = kubeconfig.parent().expect("the kubeconfig lives in the plane's state dir");
+        Self { pid_file: state.join("pids/kube-apiserver.pid") }
+    }
+
+    fn pid(&self) -> u32 {
+        std::fs::read_to_string(&self.pid_file).unwrap().trim().parse().unwrap()
+    }
+
+    /// Kills the API server and returns how to start it again: its command line.
+    fn kill(&self) -> Vec<String> {
+        let pid = self.pid();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let args = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success()
+        );
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        args
+    }
+
+    fn start(&self, args: &[String]) {
+        let log = self.pid_file.parent().unwrap().parent().unwrap().join("logs/kube-apiserver.log");
+        let log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+        let child = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart the API server");
+        std::fs::write(&self.pid_file, child.id().to_string()).unwrap();
+    }
+}
+
+#[tokio::test]
+#[ignore = "stops the shared API server: scripts/test runs it on its own after the other tests"]
+async fn an_api_server_outage_gives_503s_and_the_service_recovers_by_itself() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let service = Service::start(&bounded_client(Duration::from_secs(3)).await, &ns).await;
+        assert_eq!(service.spawn(json!({"user": "before"})).await.0, StatusCode::OK);
+
+        let apiserver = ApiServer::of_test_plane();
+        let args = apiserver.kill();
+        let (status, err) = service.spawn(json!({"user": "during"})).await;
+        assert_eq!((status, err["code"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("cluster_unavailable")), "{err:#}");
+        assert!(err["message"].as_str().unwrap().contains("try again"), "{err:#}");
+        wait_for(Duration::from_secs(60), "/readyz to report the failing watch", || async {
+            let (status, _) = service.call_raw("GET", "/readyz", None, false).await;
+            (status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        })
+        .await;
+
+        apiserver.start(&args);
+        wait_for(Duration::from_secs(90), "spawns to succeed again without a restart", || async {
+            (service.spawn(json!({"user": "after"})).await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        wait_for(Duration::from_secs(60), "/readyz to recover", || async {
+            (service.call_raw("GET", "/readyz", None, false).await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        // The watch resumed: an edit made after the outage is served.
+        apply_yaml(
+            &client,
+            &ns,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-outage\n  labels: {jupyterhub: singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: after\n      env: [{name: AFTER_OUTAGE, value: \"yes\"}]\n",
+        )
+        .await;
+        wait_for(Duration::from_secs(30), "the post-outage edit to serve", || async {
+            let (_, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "x"}))).await;
+            (answer["environment"]["AFTER_OUTAGE"] == json!("yes")).then_some(())
+        })
+        .await;
+    })
+    .await;
+}

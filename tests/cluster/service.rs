@@ -819,6 +819,7 @@ impl ApiServer {
         args
     }
 
+    #[expect(clippy::zombie_processes, reason = "the API server outlives the test; `scripts/cluster down` stops it")]
     fn start(&self, args: &[String]) {
         let log = self.pid_file.parent().unwrap().parent().unwrap().join("logs/kube-apiserver.log");
         let log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();

@@ -21,6 +21,9 @@ pub struct Resolved {
     /// Kubernetes `EnvVar` objects, one per name.
     pub env: Vec<Value>,
     pub resources: Resources,
+    /// The merged `max_resources` (a later profile's maximum for a resource wins).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_resources: super::Quantities,
     pub tolerations: Vec<Value>,
     /// A Kubernetes pod `Affinity`: `{nodeAffinity: <merged node_affinity>}`, empty when no
     /// profile sets `node_affinity` (JSP assigned it to the pod the same way).
@@ -57,6 +60,7 @@ pub fn merge(profiles: &[&Profile], size: Option<&Size>, gpu_types: &[Value]) ->
         if let Some(spec) = &profile.resources {
             resources = resources.merged_with(spec);
         }
+        resolved.max_resources.extend(profile.max_resources.clone());
         tolerations.extend(profile.node_tolerations.iter().cloned());
         node_affinity.extend(profile.node_affinity.clone());
         // JSP: `if profile2.get("gpu")`, so a later `gpu: 0` does not undo an earlier request.

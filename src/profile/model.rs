@@ -45,6 +45,10 @@ pub struct Profile {
     pub env: Vec<Value>,
     #[serde(default, deserialize_with = "nullable")]
     pub resources: Option<ResourceSpec>,
+    /// Extension: the largest requests/limits a notebook of this profile may have, e.g.
+    /// `{cpu: 4, memory: 16Gi}`; a bigger size is refused.
+    #[serde(default, deserialize_with = "super::resources::max_resources")]
+    pub max_resources: super::Quantities,
     #[serde(default, deserialize_with = "nullable")]
     pub node_tolerations: Vec<Value>,
     #[serde(default, deserialize_with = "nullable")]

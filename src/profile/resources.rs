@@ -158,6 +158,11 @@ fn limits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Quantitie
     quantities(deserializer, "limits")
 }
 
+/// `max_resources` (extension): the most a notebook of this profile may ask for.
+pub(super) fn max_resources<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Quantities, D::Error> {
+    Ok(quantities(deserializer, "max_resources")?.unwrap_or_default())
+}
+
 fn mem_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let raw = Option::<Value>::deserialize(deserializer)?;
     raw.filter(|v| !v.is_null()).map(|v| quantity(v, "mem_limit")).transpose()

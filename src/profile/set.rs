@@ -66,6 +66,12 @@ pub enum ResolveError {
     UnknownOption { option: String, known: Vec<String> },
     #[error("{message}")]
     InvalidOption { option: String, message: String },
+    #[error(
+        "{} asks for {resource} {value}, above this profile's maximum of {max}; {}",
+        size.as_deref().map_or_else(|| "the profile".to_owned(), |s| format!("size {s:?}")),
+        if size.is_some() { "pick a smaller size" } else { "the profiles' admin must lower it or raise max_resources" }
+    )]
+    AboveMaximum { resource: String, value: String, max: String, size: Option<String> },
     #[error("options.{option} has no default: give a value for it")]
     MissingOption { option: String },
     /// An admin problem that only shows once profiles are merged.
@@ -87,6 +93,7 @@ impl ResolveError {
             ResolveError::UnknownOption { .. } => "unknown_option",
             ResolveError::InvalidOption { .. } => "invalid_option",
             ResolveError::MissingOption { .. } => "missing_option",
+            ResolveError::AboveMaximum { .. } => "above_maximum",
             ResolveError::ConflictingOption { .. } => "conflicting_option",
         }
     }
@@ -98,7 +105,7 @@ impl ResolveError {
                 Some("profile".to_string())
             }
             ResolveError::ProfileNotForImage { .. } => Some("image".to_string()),
-            ResolveError::UnknownSize { .. } => Some("size".to_string()),
+            ResolveError::UnknownSize { .. } | ResolveError::AboveMaximum { .. } => Some("size".to_string()),
             ResolveError::UnknownOption { option, .. }
             | ResolveError::InvalidOption { option, .. }
             | ResolveError::MissingOption { option } => Some(format!("options.{option}")),
@@ -190,6 +197,7 @@ impl ProfileSet {
             })?),
         };
         let mut resolved = merge(&profiles, size, &self.gpu_types);
+        check_maximum(&resolved)?;
         resolved.slug = slug;
         resolved.options = resolve_options(&resolved.services, &choice.options)?;
         Ok(resolved)
@@ -350,4 +358,23 @@ fn resolve_options(
             Ok((name.clone(), value))
         })
         .collect()
+}
+
+/// Refuses a notebook whose requests or limits exceed the profile's `max_resources`.
+fn check_maximum(resolved: &Resolved) -> Result<(), ResolveError> {
+    for (resource, max) in &resolved.max_resources {
+        let Ok(ceiling) = super::quantity_value(max) else { continue };
+        let asked = [&resolved.resources.limits, &resolved.resources.requests].into_iter().filter_map(|q| q.get(resource));
+        for value in asked {
+            if super::quantity_value(value).is_ok_and(|v| v > ceiling) {
+                return Err(ResolveError::AboveMaximum {
+                    resource: resource.clone(),
+                    value: value.clone(),
+                    max: max.clone(),
+                    size: resolved.size.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -937,3 +937,26 @@ fn documents_concatenate_in_load_order_and_ui_merges_shallowly() {
     assert_eq!(s.ui()["gpuConfig"], json!({"enabled": true}));
     assert_eq!(s.gpu_types().len(), 2);
 }
+
+#[test]
+fn max_resources_refuse_a_bigger_size_and_name_the_limit() {
+    let set = set(r#"
+profiles:
+- name: capped
+  max_resources: {cpu: 2, memory: 4Gi}
+  resources: {requests: {cpu: 500m, memory: 1Gi}}
+sizes:
+- {name: Small, resources: {limits: {cpu: "2", memory: 4Gi}}}
+- {name: Large, resources: {limits: {cpu: "4", memory: 8Gi}}}
+"#);
+    assert!(set.resolve(&user("a"), None, &sized("Small")).is_ok());
+    let err = set.resolve(&user("a"), None, &sized("Large")).unwrap_err();
+    assert_eq!((err.code(), err.field().as_deref()), ("above_maximum", Some("size")));
+    assert!(err.to_string().contains("size \"Large\" asks for cpu 4, above this profile's maximum of 2"), "{err}");
+}
+
+#[test]
+fn max_resources_must_be_quantities() {
+    let err = problem("profiles:\n- name: p\n  max_resources: {cpu: lots}\n");
+    assert_eq!(err.field.as_deref(), Some("profiles[0].max_resources.cpu"), "{err}");
+}

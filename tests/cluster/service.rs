@@ -819,7 +819,10 @@ impl ApiServer {
         args
     }
 
-    #[expect(clippy::zombie_processes, reason = "the API server outlives the test; `scripts/cluster down` stops it")]
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the API server outlives the test; `scripts/cluster down` stops it"
+    )]
     fn start(&self, args: &[String]) {
         let log = self.pid_file.parent().unwrap().parent().unwrap().join("logs/kube-apiserver.log");
         let log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
@@ -871,6 +874,131 @@ async fn an_api_server_outage_gives_503s_and_the_service_recovers_by_itself() {
         wait_for(Duration::from_secs(30), "the post-outage edit to serve", || async {
             let (_, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "x"}))).await;
             (answer["environment"]["AFTER_OUTAGE"] == json!("yes")).then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_in_flight_spawn_before_the_process_exits() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        // A waiting profile whose cluster never gets ready: PodSecurity refuses its head pod.
+        apply_yaml(
+            &client,
+            &ns,
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: slow-profiles
+  labels: {jupyterhub: singleuser-profiles}
+data:
+  jupyterhub-singleuser-profiles.yaml: |
+    profiles:
+    - name: Never ready
+      slug: never-ready
+      wait: {timeout_seconds: 4}
+      services:
+        ray:
+          resources: [{name: slow-templates, path: privileged.yaml}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: slow-templates
+data:
+  privileged.yaml: |
+    apiVersion: ray.io/v1
+    kind: RayCluster
+    metadata:
+      name: {{ cluster_name }}
+    spec:
+      headGroupSpec:
+        rayStartParams: {}
+        template:
+          spec:
+            containers:
+            - name: ray-head
+              image: rayproject/ray:2.60.0
+              securityContext: {privileged: true}
+"#,
+        )
+        .await;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_singleuser-profiles"))
+            .args(["serve", "--mode", "cluster", "--namespace", &ns, "--listen", "127.0.0.1:0"])
+            .env("SUP_HUB_TOKEN", HUB_TOKEN)
+            .env("SUP_LOG_FORMAT", "json")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (listen_tx, listen_rx) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = Vec::new();
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(addr) = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|e| e["listen"].as_str().map(str::to_owned))
+                {
+                    let _ = listen_tx.send(addr);
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let addr =
+            listen_rx.recv_timeout(Duration::from_secs(30)).expect("the service logs its listen address");
+        let base = format!("http://{addr}");
+        wait_for(Duration::from_secs(30), "readiness", || async {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/readyz")])
+                .output()
+                .ok()?;
+            (out.stdout == b"200").then_some(())
+        })
+        .await;
+
+        let spawn = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                &format!("{base}/api/v1/spawn"),
+                "-H",
+                &format!("authorization: token {HUB_TOKEN}"),
+            ])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"user": "drain", "profile": "never-ready"}"#,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+
+        let answer = spawn.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&answer.stdout);
+        assert!(text.ends_with("\n504"), "the in-flight spawn got its full answer: {text}");
+        assert!(text.contains("cluster_not_ready"), "{text}");
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a drained shutdown exits 0: {status:?}");
+        let lines = log.join().unwrap();
+        assert!(lines.iter().any(|l| l.contains("draining in-flight requests")), "{lines:#?}");
+        // The half-made cluster was rolled back, not left behind.
+        wait_for(Duration::from_secs(30), "rollback of the timed-out spawn", || async {
+            managed_objects(&client, &ns).await.is_empty().then_some(())
         })
         .await;
     })

@@ -5,5 +5,6 @@
 mod cli;
 mod control_plane;
 mod deploy;
+mod fuzz_regressions;
 mod service;
 mod support;

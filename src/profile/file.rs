@@ -152,9 +152,11 @@ fn profile_problem(at: &str, profile: &Profile) -> Option<(String, String)> {
             ));
         }
     }
-    if let Some(problem) = profile.max_resources.iter().find_map(|(name, q)| {
-        quantity_value(q).err().map(|e| (format!("{at}.max_resources.{name}"), e))
-    }) {
+    if let Some(problem) = profile
+        .max_resources
+        .iter()
+        .find_map(|(name, q)| quantity_value(q).err().map(|e| (format!("{at}.max_resources.{name}"), e)))
+    {
         return Some(problem);
     }
     if let Some(problem) =

@@ -364,7 +364,9 @@ fn resolve_options(
 fn check_maximum(resolved: &Resolved) -> Result<(), ResolveError> {
     for (resource, max) in &resolved.max_resources {
         let Ok(ceiling) = super::quantity_value(max) else { continue };
-        let asked = [&resolved.resources.limits, &resolved.resources.requests].into_iter().filter_map(|q| q.get(resource));
+        let asked = [&resolved.resources.limits, &resolved.resources.requests]
+            .into_iter()
+            .filter_map(|q| q.get(resource));
         for value in asked {
             if super::quantity_value(value).is_ok_and(|v| v > ceiling) {
                 return Err(ResolveError::AboveMaximum {

@@ -952,7 +952,10 @@ sizes:
     assert!(set.resolve(&user("a"), None, &sized("Small")).is_ok());
     let err = set.resolve(&user("a"), None, &sized("Large")).unwrap_err();
     assert_eq!((err.code(), err.field().as_deref()), ("above_maximum", Some("size")));
-    assert!(err.to_string().contains("size \"Large\" asks for cpu 4, above this profile's maximum of 2"), "{err}");
+    assert!(
+        err.to_string().contains("size \"Large\" asks for cpu 4, above this profile's maximum of 2"),
+        "{err}"
+    );
 }
 
 #[test]

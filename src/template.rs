@@ -6,6 +6,7 @@
 //! [`yaml_escape`]), and parses the result into exactly one object. JSP's Jinja placeholders
 //! `{{ var }}`, `{{ var}}` and `{{var}}` are handlebars syntax too and render the same value.
 
+mod fast;
 mod yaml_escape;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,9 @@ pub struct Template {
     /// values never contain line breaks, while blocks, comments and `{{{...}}}` may add or
     /// remove lines.
     lines_preserved: bool,
+    /// Substitutes values into a once-parsed skeleton instead of parsing YAML per render, for
+    /// templates of text and `{{value}}` only; see [`fast`].
+    fast: Option<fast::Fast>,
 }
 
 impl Template {
@@ -52,12 +56,21 @@ impl Template {
                 matches!(element, TemplateElement::RawString(_) | TemplateElement::Expression(_))
             })
         });
-        Ok(Template { registry, configmap: configmap.to_owned(), key: key.to_owned(), lines_preserved })
+        let fast = if lines_preserved { fast::Fast::new(text) } else { None };
+        Ok(Template { registry, configmap: configmap.to_owned(), key: key.to_owned(), lines_preserved, fast })
     }
 
     /// Renders the template with `context` (see [`context`]) and returns the one Kubernetes object
     /// it holds, as JSON: a mapping with `apiVersion`, `kind` and `metadata.name`.
     pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
+        if let Some(object) = self.fast.as_ref().and_then(|fast| fast.render(context)) {
+            return self.check_object(object);
+        }
+        self.render_text_and_parse(context)
+    }
+
+    /// The full path: render the text, parse the YAML. The fast path must agree with it.
+    fn render_text_and_parse(&self, context: &Value) -> Result<Value, TemplateError> {
         let text = self.registry.render(TEMPLATE_NAME, context).map_err(|error| {
             let line = error.line_no;
             match error.reason() {
@@ -104,6 +117,11 @@ impl Template {
                 return Err(self.error(ErrorKind::NotAnObject, None, message));
             }
         };
+        self.check_object(object)
+    }
+
+    /// One Kubernetes object: a mapping with apiVersion, kind and metadata.name.
+    fn check_object(&self, object: Value) -> Result<Value, TemplateError> {
         let missing: Vec<&str> =
             [("apiVersion", "/apiVersion"), ("kind", "/kind"), ("metadata.name", "/metadata/name")]
                 .into_iter()

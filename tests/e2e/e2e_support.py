@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -351,9 +352,28 @@ class RayHead:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_until(self._listening, 180, "the Ray client server to listen")
+            self._probe()
         except AssertionError:
             self.stop()
             raise AssertionError("Ray did not start:\n" + tail(self.log_path))
+
+    def _probe(self, attempts: int = 4) -> None:
+        """Connects once through Ray Client before the notebook does: the first session on a
+        freshly started head can fail while its agents are still coming up on a busy machine."""
+        code = ("import ray; ray.init(address=%r, logging_level='WARNING'); "
+                "print(ray.cluster_resources()); ray.shutdown()" % self.address)
+        env = {**os.environ, "SUP_E2E_RAY": self.id, "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        for attempt in range(1, attempts + 1):
+            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                  text=True, timeout=180)
+            with open(self.log_path, "a") as log:
+                log.write(f"--- probe {attempt}: exit {done.returncode}\n{done.stdout}"
+                          f"{done.stderr[-3000:]}\n")
+            if done.returncode == 0:
+                return
+            time.sleep(3)
+        raise AssertionError(f"no Ray Client session after {attempts} attempts")
 
     @property
     def address(self) -> str:
@@ -372,13 +392,17 @@ class RayHead:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         kill_marked("SUP_E2E_RAY", self.id)
         self.log_file.close()
-        subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)
+        logs = self.temp_dir / "session_latest" / "logs"
+        if logs.is_dir():  # kept with the run's logs (tests/e2e/run prints them on failure)
+            shutil.copytree(logs, self.log_path.with_suffix(".logs"), dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock", "events", "export_events"))
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def iter_outputs(notebook: Any) -> Iterator[dict[str, Any]]:

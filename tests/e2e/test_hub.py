@@ -3,6 +3,7 @@ against the real control plane (KubeRay + kwok)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from e2e_support import Hub, Settings, head_pod_ready, items, ray_clusters, wait_until
@@ -75,3 +76,22 @@ def test_refused_spawn_fails_with_the_service_message(hub: Hub, settings: Settin
     # nothing was created, nothing is running
     assert ray_clusters(settings.namespace, "carol") == []
     assert hub.user("carol")["servers"] == {}
+
+
+def test_cluster_that_never_gets_ready_fails_the_spawn(hub: Hub, settings: Settings) -> None:
+    started = time.monotonic()
+    events = hub.start_server("erin", {"profile": "e2e-never-ready"})
+    elapsed = time.monotonic() - started
+    messages = [e.get("message", "") for e in events]
+    assert events[-1].get("failed") is True, messages
+    # while the service waited, the hook reported progress, with the cluster's state
+    waiting = [m for m in messages if m.startswith("Waiting for your Ray cluster to be ready")]
+    assert waiting, messages
+    assert any("ray-erin, state: " in m for m in waiting), waiting
+    # the service's message, once: a cluster that did not get ready is not retried
+    assert "did not become ready within 8 s; it was removed" in events[-1]["message"]
+    assert "Try again in a minute" in events[-1]["message"]
+    assert elapsed < 25, f"{elapsed:.0f} s: the hook retried a spawn that timed out"
+    # nothing is left behind
+    wait_until(lambda: not ray_clusters(settings.namespace, "erin"), 60, "ray-erin to be removed")
+    assert hub.user("erin")["servers"] == {}

@@ -101,9 +101,9 @@ class ProfilesProgressMixin:
         if reporter is not None:
             async for event in reporter.stream():
                 yield event
-        parent = super()
+        parent: Any = super()
         if hasattr(parent, "progress"):
-            async for event in parent.progress():  # type: ignore[attr-defined]
+            async for event in parent.progress():
                 yield event
 
 
@@ -287,11 +287,33 @@ class SingleuserProfiles(LoggingConfigurable):
                     return task.result()
                 waited = loop.time() - started
                 message = f"Waiting for your Ray cluster to be ready ({waited:.0f} s)"
+                state = await self._cluster_state(client, body)
+                if state:
+                    message += f": {state}"
                 reporter.emit(min(35, 10 + int(waited / 10)), message)
                 self.log.info("singleuser-profiles: %s: %s", who, message)
         finally:
             if not task.done():
                 task.cancel()
+
+    async def _cluster_state(self, client: ProfilesClient, body: Mapping[str, Any]) -> str:
+        """What the service reports of the cluster being prepared, e.g. `ray-alice, head pod
+        ray-alice-head-x8k2p, state: ready`; empty when unknown. Never fails."""
+        status = ProfilesClient(url=client.url, token=client.token, retries=0,
+                                timeout=max(0.5, min(self.progress_interval, 5.0)),
+                                logger=client.logger)
+        try:
+            answer = await status.clusters(str(body["user"]), str(body.get("namespace") or ""))
+        except (ServiceError, OSError):
+            return ""
+        for cluster in answer.get("clusters") or []:
+            if isinstance(cluster, dict) and cluster.get("server", "") == body.get("server", ""):
+                parts = [str(cluster.get("name", ""))]
+                if cluster.get("head_pod"):
+                    parts.append(f"head pod {cluster['head_pod']}")
+                parts.append(f"state: {cluster.get('state') or 'pending'}")
+                return ", ".join(parts)
+        return ""
 
     async def post_stop_hook(self, spawner: Any) -> None:
         """Deletes the Ray cluster of that server. Never raises: the stop goes on regardless."""
@@ -487,7 +509,7 @@ def parse_memory(quantity: Any) -> Optional[int]:
 
 def _is_kubespawner(spawner: Any) -> bool:
     try:
-        from kubespawner import KubeSpawner
+        from kubespawner import KubeSpawner  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - depends on the installation
         return False
     return isinstance(spawner, KubeSpawner)

@@ -247,7 +247,21 @@ async fn reap(
     let managed = format!("{}={}", plan::MANAGED_BY_LABEL, plan::MANAGED_BY);
     // Metadata only: whole RayClusters (spec, status, managedFields) made each pass a list of
     // tens of MB with a thousand clusters, and the service's RSS grew by ~150 MiB.
-    let Ok(list) = rays.list_metadata(&ListParams::default().labels(&managed)).await else { return };
+    // In pages, so a pass never holds every cluster's managedFields at once.
+    let mut list = Vec::new();
+    let mut params = ListParams::default().labels(&managed).limit(250);
+    loop {
+        let Ok(page) = rays.list_metadata(&params).await else { return };
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        list.extend(page.items.into_iter().map(|mut rc| {
+            rc.metadata.managed_fields = None;
+            rc
+        }));
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
     let live: std::collections::HashSet<String> = owners.state().iter().filter_map(|o| o.uid()).collect();
     for rc in list {
         let owned = rc.owner_references().iter().any(|r| r.kind == "ConfigMap" && live.contains(&r.uid));

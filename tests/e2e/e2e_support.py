@@ -346,7 +346,10 @@ class RayHead:
             "--object-store-memory=200000000", f"--temp-dir={self.temp_dir}",
         ]
         env = {**os.environ, "SUP_E2E_RAY": self.id, "HOME": str(self.home),
-               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+               # On a loaded 2-core machine the agents' Python start can outlast the raylet's
+               # default wait for their ports (~30 s), and the raylet aborts; give them time.
+               "RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, env=env, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)

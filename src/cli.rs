@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Kubernetes API calls in flight at once; more wait their turn.
     #[arg(long, env = "SUP_API_CONCURRENCY", default_value_t = 32)]
     pub api_concurrency: usize,
+    /// Spawns planned and written at once; more queue (waiting for a Ray head does not count).
+    #[arg(long, env = "SUP_SPAWN_CONCURRENCY", default_value_t = crate::cluster::DEFAULT_SPAWN_CONCURRENCY)]
+    pub spawn_concurrency: usize,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,

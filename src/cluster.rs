@@ -56,6 +56,10 @@ pub enum ClusterError {
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub objects: Vec<Value>,
+    /// What a failure after this point must remove: the owner when this spawn created it, and
+    /// the objects this spawn created.
+    owner_created: bool,
+    created: Vec<Value>,
 }
 
 /// One of a user's Ray clusters, as `GET /users/{user}/clusters` reports it.
@@ -80,15 +84,30 @@ pub struct ClusterStatus {
 pub struct Clusters {
     client: Client,
     kinds: Arc<RwLock<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>>,
+    spawn_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Spawns written at once unless configured otherwise; see [`Clusters::spawn_slot`].
+pub const DEFAULT_SPAWN_CONCURRENCY: usize = 64;
 
 impl Clusters {
     pub fn new(client: Client) -> Self {
-        Self { client, kinds: Arc::default() }
+        Self::with_spawn_concurrency(client, DEFAULT_SPAWN_CONCURRENCY)
+    }
+
+    pub fn with_spawn_concurrency(client: Client, spawns: usize) -> Self {
+        let spawn_slots = Arc::new(tokio::sync::Semaphore::new(spawns.max(1)));
+        Self { client, kinds: Arc::default(), spawn_slots }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Waits for a turn to write a spawn. Spawns past the limit queue here holding only their
+    /// request, not their plan and API answers: a storm of 1,000 students stays small.
+    pub async fn spawn_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.spawn_slots.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// Applies the owner ConfigMap, then every rendered object owned by it. On any failure,
@@ -126,26 +145,27 @@ impl Clusters {
             }
         }
 
-        if let (Some(timeout), Some(rc)) = (plan.wait(), applied.iter().find(|o| plan::is_ray_cluster(o))) {
-            match self.wait_ready(rc, timeout).await {
-                Ok(Some(ready)) => {
-                    let index = applied.iter().position(plan::is_ray_cluster).expect("found above");
-                    applied[index] = ready;
-                }
-                Ok(None) => {
-                    self.roll_back(owner, owner_created, &created).await;
-                    return Err(ClusterError::NotReady {
-                        cluster: plan.cluster_name.clone(),
-                        waited: timeout,
-                    });
-                }
-                Err(err) => {
-                    self.roll_back(owner, owner_created, &created).await;
-                    return Err(err);
-                }
+        Ok(Applied { objects: applied, owner_created, created })
+    }
+
+    /// With a waiting profile, waits (bounded) for the Ray head; on timeout or failure, what
+    /// the spawn created is removed. Returns the objects, the RayCluster as it became ready.
+    pub async fn await_ready(&self, plan: &Plan, applied: Applied) -> Result<Vec<Value>, ClusterError> {
+        let Applied { mut objects, owner_created, created } = applied;
+        let (Some(timeout), Some(index)) = (plan.wait(), objects.iter().position(plan::is_ray_cluster))
+        else {
+            return Ok(objects);
+        };
+        let outcome = match self.wait_ready(&objects[index], timeout).await {
+            Ok(Some(ready)) => {
+                objects[index] = ready;
+                return Ok(objects);
             }
-        }
-        Ok(Applied { objects: applied })
+            Ok(None) => ClusterError::NotReady { cluster: plan.cluster_name.clone(), waited: timeout },
+            Err(err) => err,
+        };
+        self.roll_back(&plan.owner, owner_created, &created).await;
+        Err(outcome)
     }
 
     /// Deletes the owner ConfigMap; garbage collection removes the rest. Returns whether it existed.

@@ -101,7 +101,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             };
             let (owners, _lifecycle) = lifecycle::start(client.clone(), &namespace, reaping);
             tracing::info!(%namespace, "cluster mode: watching ConfigMaps and applying for real");
-            (snapshot, namespace, Some(Clusters::new(client)), Some(owners))
+            (
+                snapshot,
+                namespace,
+                Some(Clusters::with_spawn_concurrency(client, args.spawn_concurrency)),
+                Some(owners),
+            )
         }
         None => {
             let catalog = args.folders.load(&selector)?;

@@ -88,16 +88,21 @@ pub async fn spawn(
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
     let result = async {
-        let plan = state.plan(&request)?;
         let Some(clusters) = &state.clusters else {
+            let plan = state.plan(&request)?;
             return Ok(SpawnAnswer::new(&plan, plan.objects.clone(), true));
         };
+        // Planning and writing take a slot; waiting for the Ray head does not.
+        let slot = clusters.spawn_slot().await;
+        let plan = state.plan(&request)?;
         // Quotas count the watched namespace, where notebooks normally run.
         if let Some(owners) = state.owners.as_ref().filter(|_| plan.owner.namespace == state.namespace) {
             state.quota.check(owners, &request.user, &plan.owner.configmap_name())?;
         }
         let applied = clusters.apply(&plan).await?;
-        Ok(SpawnAnswer::new(&plan, applied.objects, false))
+        drop(slot);
+        let objects = clusters.await_ready(&plan, applied).await?;
+        Ok(SpawnAnswer::new(&plan, objects, false))
     }
     .await;
     state.metrics.spawn_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());

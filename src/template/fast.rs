@@ -100,7 +100,8 @@ impl Fast {
         }
         let mut object = skeleton.object.clone();
         for slot in &skeleton.slots {
-            if slot.flow && slot.parts.iter().any(|p| matches!(p, Part::Value(i) if values[*i].contains(':'))) {
+            if slot.flow && slot.parts.iter().any(|p| matches!(p, Part::Value(i) if values[*i].contains(':')))
+            {
                 return None;
             }
             let mut s = String::new();
@@ -305,9 +306,30 @@ mod tests {
     use super::super::Template;
 
     const VALUES: [&str; 24] = [
-        "alice", "42bob", "eje-40redhat-2ecom", "0", "3", "007", "-5", "1e3", "3.5", ".inf", "~", "null",
-        "True", "false", "My cluster", "a:b", "ray://x-head-svc.ns.svc:10001", "quay.io/org/ray:2.9",
-        "", "a: b", "x\nkind: Secret", "a\", evil: \"b", "500m", "-45je",
+        "alice",
+        "42bob",
+        "eje-40redhat-2ecom",
+        "0",
+        "3",
+        "007",
+        "-5",
+        "1e3",
+        "3.5",
+        ".inf",
+        "~",
+        "null",
+        "True",
+        "false",
+        "My cluster",
+        "a:b",
+        "ray://x-head-svc.ns.svc:10001",
+        "quay.io/org/ray:2.9",
+        "",
+        "a: b",
+        "x\nkind: Secret",
+        "a\", evil: \"b",
+        "500m",
+        "-45je",
     ];
 
     const TEMPLATES: [&str; 12] = [

@@ -147,6 +147,16 @@ async fn apply_yaml(client: &Client, ns: &str, text: &str) {
     apply_configmaps(client, ns, &catalog::parse_configmaps("test", text).unwrap()).await;
 }
 
+/// Applies a ConfigMap labelled `jupyterhub=singleuser-profiles` holding a profile document.
+async fn apply_profiles(client: &Client, ns: &str, name: &str, document: &str) {
+    let cm = catalog::ConfigMapSource {
+        name: name.to_owned(),
+        labels: [("jupyterhub".to_owned(), "singleuser-profiles".to_owned())].into(),
+        data: [(singleuser_profiles::profile::PROFILES_KEY.to_owned(), document.to_owned())].into(),
+    };
+    apply_configmaps(client, ns, &[cm]).await;
+}
+
 fn dynamic(
     client: &Client,
     ns: &str,
@@ -291,29 +301,27 @@ async fn profile_edits_apply_without_restart_and_a_broken_edit_keeps_the_last_go
         apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
         let profile = |marker: &str| {
-            format!(
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: team-profiles\n  labels: {{jupyterhub: singleuser-profiles}}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: team\n      env:\n      - name: TEAM_MARKER\n        value: {marker}\n"
-            )
+            format!("profiles:\n- name: team\n  env:\n  - name: TEAM_MARKER\n    value: {marker}\n")
         };
         let render = json!({"user": "bob"});
         let marker = |answer: &Value| answer["environment"]["TEAM_MARKER"].as_str().map(str::to_owned);
 
-        apply_yaml(&client, &ns, &profile("one")).await;
+        apply_profiles(&client, &ns, "team-profiles", &profile("one")).await;
         wait_for(Duration::from_secs(10), "the new profile ConfigMap to serve", || async {
             let (_, answer) = service.call("POST", "/api/v1/render", Some(render.clone())).await;
             (marker(&answer).as_deref() == Some("one")).then_some(())
         })
         .await;
 
-        apply_yaml(&client, &ns, &profile("two")).await;
+        apply_profiles(&client, &ns, "team-profiles", &profile("two")).await;
         wait_for(Duration::from_secs(10), "the edit to serve", || async {
             let (_, answer) = service.call("POST", "/api/v1/render", Some(render.clone())).await;
             (marker(&answer).as_deref() == Some("two")).then_some(())
         })
         .await;
 
-        let broken = profile("two").replace("    - name: team\n", "    - name: team\n     broken: [\n");
-        apply_yaml(&client, &ns, &broken).await;
+        let broken = profile("two").replace("- name: team\n", "- name: team\n broken: [\n");
+        apply_profiles(&client, &ns, "team-profiles", &broken).await;
         let problems = wait_for(Duration::from_secs(10), "the broken edit to be reported", || async {
             let (_, status) = service.call("GET", "/api/v1/status", None).await;
             let problems = status["problems"].as_array().cloned().unwrap_or_default();
@@ -534,28 +542,22 @@ async fn render_writes_nothing_and_the_api_needs_the_hub_token() {
 async fn a_waiting_profile_answers_once_the_head_is_ready() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
-        apply_yaml(
+        apply_profiles(
             &client,
             &ns,
+            "waiting-profiles",
             r#"
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: waiting-profiles
-  labels: {jupyterhub: singleuser-profiles}
-data:
-  jupyterhub-singleuser-profiles.yaml: |
-    profiles:
-    - name: Ray, ready before the notebook starts
-      slug: ray-wait
-      wait: {timeout_seconds: 120}
-      services:
-        ray:
-          resources:
-          - {name: ray-cluster-templates, path: ray-cluster.yaml}
-          configuration: {ray_version: "2.60.0", ray_image: "rayproject/ray:2.60.0", head_num_cpus: "0", head_cpu: 500m, head_memory: 1Gi, worker_cpu: 500m, worker_memory: 1Gi}
-          options:
-            workers: {type: integer, default: 1, min: 0, max: 2}
+profiles:
+- name: Ray, ready before the notebook starts
+  slug: ray-wait
+  wait: {timeout_seconds: 120}
+  services:
+    ray:
+      resources:
+      - {name: ray-cluster-templates, path: ray-cluster.yaml}
+      configuration: {ray_version: "2.60.0", ray_image: "rayproject/ray:2.60.0", head_num_cpus: "0", head_cpu: 500m, head_memory: 1Gi, worker_cpu: 500m, worker_memory: 1Gi}
+      options:
+        workers: {type: integer, default: 1, min: 0, max: 2}
 "#,
         )
         .await;
@@ -847,7 +849,11 @@ async fn an_api_server_outage_gives_503s_and_the_service_recovers_by_itself() {
         let apiserver = ApiServer::of_test_plane();
         let args = apiserver.kill();
         let (status, err) = service.spawn(json!({"user": "during"})).await;
-        assert_eq!((status, err["code"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("cluster_unavailable")), "{err:#}");
+        assert_eq!(
+            (status, err["code"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("cluster_unavailable")),
+            "{err:#}"
+        );
         assert!(err["message"].as_str().unwrap().contains("try again"), "{err:#}");
         wait_for(Duration::from_secs(60), "/readyz to report the failing watch", || async {
             let (status, _) = service.call_raw("GET", "/readyz", None, false).await;
@@ -865,10 +871,11 @@ async fn an_api_server_outage_gives_503s_and_the_service_recovers_by_itself() {
         })
         .await;
         // The watch resumed: an edit made after the outage is served.
-        apply_yaml(
+        apply_profiles(
             &client,
             &ns,
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-outage\n  labels: {jupyterhub: singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: after\n      env: [{name: AFTER_OUTAGE, value: \"yes\"}]\n",
+            "after-outage",
+            "profiles:\n- name: after\n  env: [{name: AFTER_OUTAGE, value: \"yes\"}]\n",
         )
         .await;
         wait_for(Duration::from_secs(30), "the post-outage edit to serve", || async {
@@ -885,25 +892,17 @@ async fn sigterm_drains_an_in_flight_spawn_before_the_process_exits() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
         // A waiting profile whose cluster never gets ready: PodSecurity refuses its head pod.
+        apply_profiles(
+            &client,
+            &ns,
+            "slow-profiles",
+            "profiles:\n- name: Never ready\n  slug: never-ready\n  wait: {timeout_seconds: 4}\n  services:\n    ray:\n      resources: [{name: slow-templates, path: privileged.yaml}]\n",
+        )
+        .await;
         apply_yaml(
             &client,
             &ns,
             r#"
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: slow-profiles
-  labels: {jupyterhub: singleuser-profiles}
-data:
-  jupyterhub-singleuser-profiles.yaml: |
-    profiles:
-    - name: Never ready
-      slug: never-ready
-      wait: {timeout_seconds: 4}
-      services:
-        ray:
-          resources: [{name: slow-templates, path: privileged.yaml}]
----
 apiVersion: v1
 kind: ConfigMap
 metadata:

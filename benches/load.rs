@@ -678,8 +678,16 @@ async fn storm_in(o: &Opts, client: &Client, ns: &str) -> Res<()> {
     // No quotas: the storm is 1,000 users and the baseline's clusters count towards them too.
     let server = Server::start(
         &[
-            "--mode", "cluster", "--namespace", ns, "--hub-token-file", &token_arg,
-            "--max-clusters", "0", "--max-clusters-per-user", "0",
+            "--mode",
+            "cluster",
+            "--namespace",
+            ns,
+            "--hub-token-file",
+            &token_arg,
+            "--max-clusters",
+            "0",
+            "--max-clusters-per-user",
+            "0",
         ],
         dir,
     );
@@ -726,7 +734,10 @@ async fn storm_in(o: &Opts, client: &Client, ns: &str) -> Res<()> {
                 let requests = (0..n).map(|i| storm_request(&format!("storm{n}"), i, ns)).collect();
                 let result = spawn_storm(server.addr, requests).await;
                 let after = apiserver_counts(client).await?;
-                println!("service, POST /api/v1/spawn (API server at {r:.0} req/s before): {}", result.line());
+                println!(
+                    "service, POST /api/v1/spawn (API server at {r:.0} req/s before): {}",
+                    result.line()
+                );
                 storm_calls = print_counts("service", &delta(&after, &before), n);
                 println!("  server memory before: {mem_before}; after: {}", server.memory());
                 storm = Some(result);
@@ -736,7 +747,10 @@ async fn storm_in(o: &Opts, client: &Client, ns: &str) -> Res<()> {
                     .collect::<Result<_, _>>()?;
                 let result = baseline(client, plans, &kinds).await;
                 let after = apiserver_counts(client).await?;
-                println!("{phase}, direct kube-rs SSA (API server at {r:.0} req/s before): {}", result.line());
+                println!(
+                    "{phase}, direct kube-rs SSA (API server at {r:.0} req/s before): {}",
+                    result.line()
+                );
                 base_calls = print_counts(phase, &delta(&after, &before), n);
                 println!("  server memory (idle, watching) before: {mem_before}; after: {}", server.memory());
                 bases.push(result);

@@ -100,10 +100,6 @@ impl Clusters {
         Self { client, kinds: Arc::default(), spawn_slots }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// Waits for a turn to write a spawn. Spawns past the limit queue here holding only their
     /// request, not their plan and API answers: a storm of 1,000 students stays small.
     pub async fn spawn_slot(&self) -> tokio::sync::OwnedSemaphorePermit {

@@ -280,8 +280,13 @@ impl Clusters {
                 code: code.as_u16(),
             });
         }
-        let stored =
+        let mut stored: Value =
             serde_json::from_slice(&body).map_err(|e| ClusterError::Kube(kube::Error::SerdeError(e)))?;
+        // The field-manager bookkeeping is most of a stored object's size and no caller reads
+        // it: dropping it keeps a spawn storm's memory and every spawn answer small.
+        if let Some(metadata) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
         Ok((stored, code == http::StatusCode::CREATED))
     }
 

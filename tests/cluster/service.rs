@@ -214,6 +214,9 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
             env(&answer, "RAY_DASHBOARD_URL"),
             format!("http://{cluster}-dashboard.apps.example.com/")
         );
+        let objects = answer["objects"].as_array().unwrap();
+        assert!(objects.iter().all(|o| o["metadata"]["uid"].is_string()), "the stored objects are answered");
+        assert!(objects.iter().all(|o| o["metadata"].get("managedFields").is_none()), "without bookkeeping");
 
         let owner_name = answer["owner"].as_str().unwrap();
         let owner = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(owner_name).await.unwrap();

@@ -782,7 +782,10 @@ async fn storm_in(o: &Opts, client: &Client, ns: &str) -> Res<()> {
     );
     println!("server at the end: {}", server.memory());
     let log = std::fs::read_to_string(server._dir.path().join("server.log")).unwrap_or_default();
-    let warns = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
-    println!("server log: {} lines, {warns} WARN/ERROR", log.lines().count());
+    let warns: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    println!("server log: {} lines, {} WARN/ERROR", log.lines().count(), warns.len());
+    for line in warns.iter().take(5) {
+        println!("  {line}");
+    }
     Ok(())
 }

@@ -57,9 +57,9 @@ pub enum ClusterError {
 pub struct Applied {
     pub objects: Vec<Value>,
     /// What a failure after this point must remove: the owner when this spawn created it, and
-    /// the objects this spawn created.
+    /// the objects this spawn created (indexes into `objects`).
     owner_created: bool,
-    created: Vec<Value>,
+    created: Vec<usize>,
 }
 
 /// One of a user's Ray clusters, as `GET /users/{user}/clusters` reports it.
@@ -87,8 +87,9 @@ pub struct Clusters {
     spawn_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Spawns written at once unless configured otherwise; see [`Clusters::spawn_slot`].
-pub const DEFAULT_SPAWN_CONCURRENCY: usize = 64;
+/// Spawns written at once unless configured otherwise; see [`Clusters::spawn_slot`]. 128 kept
+/// a 1,000-user storm within 1.1x of direct applies and under 64 MiB (BENCHMARKS.md).
+pub const DEFAULT_SPAWN_CONCURRENCY: usize = 128;
 
 impl Clusters {
     pub fn new(client: Client) -> Self {
@@ -108,7 +109,10 @@ impl Clusters {
 
     /// Applies the owner ConfigMap, then every rendered object owned by it. On any failure,
     /// what this spawn created is removed before the error is returned.
-    pub async fn apply(&self, plan: &Plan) -> Result<Applied, ClusterError> {
+    ///
+    /// The plan's rendered objects are moved out as they are sent (the stored ones replace
+    /// them), so a spawn never holds both copies at once.
+    pub async fn apply(&self, plan: &mut Plan) -> Result<Applied, ClusterError> {
         let owner = &plan.owner;
         let profile = plan.profile.slug.clone().unwrap_or_default();
         let owner_cm = owner.configmap(&plan.cluster_name, &profile, &plan.objects);
@@ -124,18 +128,17 @@ impl Clusters {
 
         let mut created = Vec::new();
         let mut applied = Vec::with_capacity(plan.objects.len());
-        for object in &plan.objects {
-            let mut object = object.clone();
+        for mut object in std::mem::take(&mut plan.objects) {
             object["metadata"]["ownerReferences"] = owner_ref.clone();
             match self.apply_object(&object).await {
                 Ok((stored, was_created)) => {
                     if was_created {
-                        created.push(object);
+                        created.push(applied.len());
                     }
                     applied.push(stored);
                 }
                 Err(err) => {
-                    self.roll_back(owner, owner_created, &created).await;
+                    self.roll_back(owner, owner_created, created.iter().map(|&i| &applied[i])).await;
                     return Err(err);
                 }
             }
@@ -160,7 +163,7 @@ impl Clusters {
             Ok(None) => ClusterError::NotReady { cluster: plan.cluster_name.clone(), waited: timeout },
             Err(err) => err,
         };
-        self.roll_back(&plan.owner, owner_created, &created).await;
+        self.roll_back(&plan.owner, owner_created, created.iter().map(|&i| &objects[i])).await;
         Err(outcome)
     }
 
@@ -324,8 +327,13 @@ impl Clusters {
 
     /// Removes what a failed spawn created: the owner when it is new (garbage collection
     /// follows), and the created objects directly so nothing lingers meanwhile.
-    async fn roll_back(&self, owner: &Owner, owner_created: bool, created: &[Value]) {
-        for object in created.iter().rev() {
+    async fn roll_back<'a>(
+        &self,
+        owner: &Owner,
+        owner_created: bool,
+        created: impl DoubleEndedIterator<Item = &'a Value>,
+    ) {
+        for object in created.rev() {
             if let Err(err) = self.delete_object(object).await {
                 tracing::warn!(object = %describe(object), error = %err, "rolling back a failed spawn: delete failed");
             }

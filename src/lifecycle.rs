@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, OwnerReference, Time};
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::naming;
@@ -34,9 +36,15 @@ const SERVERNAME_KEY: &str = "hub.jupyter.org/servername";
 /// A field manager of its own, so a spawn's apply of the owner never drops the adoption.
 const ADOPTION_MANAGER: &str = "singleuser-profiles-lifecycle";
 
+/// Watched objects are kept as metadata only, without managedFields: everything here reads
+/// names, labels, annotations, uids and ownerReferences, and a thousand whole notebook pods
+/// would otherwise sit in memory.
+type OwnerMeta = PartialObjectMeta<ConfigMap>;
+type PodMeta = PartialObjectMeta<Pod>;
+
 /// The owner ConfigMaps of the watched namespace, as last seen.
 #[derive(Clone)]
-pub struct Owners(Store<ConfigMap>);
+pub struct Owners(Store<OwnerMeta>);
 
 impl Owners {
     /// Clusters held: by this user, and by everyone.
@@ -99,19 +107,22 @@ pub struct Reaping {
 
 /// Starts the watches, adoption and the reaper for `namespace`.
 pub fn start(client: Client, namespace: &str, reaping: Reaping) -> (Owners, tokio::task::JoinHandle<()>) {
-    let (owners, owners_writer) = reflector::store::<ConfigMap>();
-    let (pods, pods_writer) = reflector::store::<Pod>();
+    let (owners, owners_writer) = reflector::store::<OwnerMeta>();
+    let (pods, pods_writer) = reflector::store::<PodMeta>();
     let owner_api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let pod_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let owner_meta: Api<OwnerMeta> = Api::namespaced(client.clone(), namespace);
+    let pod_meta: Api<PodMeta> = Api::namespaced(client.clone(), namespace);
     let owner_events = reflector::reflector(
         owners_writer,
-        watcher(owner_api.clone(), watcher::Config::default().labels(OWNER_SELECTOR)),
+        watcher(owner_meta, watcher::Config::default().labels(OWNER_SELECTOR))
+            .modify(|o| o.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects();
     let pod_events = reflector::reflector(
         pods_writer,
-        watcher(pod_api, watcher::Config::default().labels(NOTEBOOK_SELECTOR)),
+        watcher(pod_meta, watcher::Config::default().labels(NOTEBOOK_SELECTOR))
+            .modify(|p| p.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects();
@@ -148,13 +159,13 @@ pub fn start(client: Client, namespace: &str, reaping: Reaping) -> (Owners, toki
 
 /// The notebook a pod serves: (raw user, raw server), from KubeSpawner's annotations (raw
 /// names) or, failing those, its labels.
-fn notebook_of(pod: &Pod) -> Option<(String, String)> {
+fn notebook_of(pod: &PodMeta) -> Option<(String, String)> {
     let read = |key: &str| pod.annotations().get(key).or_else(|| pod.labels().get(key)).cloned();
     Some((read(USERNAME_KEY)?, read(SERVERNAME_KEY).unwrap_or_default()))
 }
 
 /// Notebook pods by the owner ConfigMap name they belong to.
-fn notebooks(pods: &Store<Pod>) -> BTreeMap<String, Arc<Pod>> {
+fn notebooks(pods: &Store<PodMeta>) -> BTreeMap<String, Arc<PodMeta>> {
     pods.state()
         .into_iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
@@ -165,11 +176,11 @@ fn notebooks(pods: &Store<Pod>) -> BTreeMap<String, Arc<Pod>> {
         .collect()
 }
 
-fn owned_by_pod(owner: &ConfigMap) -> bool {
+fn owned_by_pod(owner: &OwnerMeta) -> bool {
     owner.owner_references().iter().any(|r| r.kind == "Pod")
 }
 
-async fn adopt_all(api: &Api<ConfigMap>, owners: &Store<ConfigMap>, pods: &Store<Pod>) {
+async fn adopt_all(api: &Api<ConfigMap>, owners: &Store<OwnerMeta>, pods: &Store<PodMeta>) {
     let notebooks = notebooks(pods);
     for owner in owners.state() {
         let Some(pod) = notebooks.get(&owner.name_any()) else { continue };
@@ -199,8 +210,8 @@ async fn adopt_all(api: &Api<ConfigMap>, owners: &Store<ConfigMap>, pods: &Store
     }
 }
 
-fn age(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Duration {
-    let created = meta.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+fn age(created: Option<&Time>) -> Duration {
+    let created = created.map_or(0, |t| t.0.as_second());
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     Duration::from_secs(u64::try_from(now - created).unwrap_or(0))
 }
@@ -219,13 +230,16 @@ async fn reap(
     client: &Client,
     namespace: &str,
     api: &Api<ConfigMap>,
-    owners: &Store<ConfigMap>,
-    pods: &Store<Pod>,
+    owners: &Store<OwnerMeta>,
+    pods: &Store<PodMeta>,
     grace: Duration,
 ) {
     let notebooks = notebooks(pods);
     for owner in owners.state() {
-        if owned_by_pod(&owner) || notebooks.contains_key(&owner.name_any()) || age(&owner.metadata) < grace {
+        if owned_by_pod(&owner)
+            || notebooks.contains_key(&owner.name_any())
+            || age(owner.metadata.creation_timestamp.as_ref()) < grace
+        {
             continue;
         }
         match api.delete(&owner.name_any(), &delete_params(owner.uid())).await {
@@ -245,44 +259,66 @@ async fn reap(
     );
     let rays: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
     let managed = format!("{}={}", plan::MANAGED_BY_LABEL, plan::MANAGED_BY);
-    // Metadata only: whole RayClusters (spec, status, managedFields) made each pass a list of
-    // tens of MB with a thousand clusters, and the service's RSS grew by ~150 MiB.
-    // In pages, so a pass never holds every cluster's managedFields at once.
+    // Metadata only, in pages, and parsed into the few fields used here: whole RayClusters
+    // made each pass a list of tens of MB with a thousand clusters, and even a metadata page
+    // of 250 parsed whole (managedFields) briefly took ~9 MB.
+    let request = kube::core::Request::new(DynamicObject::url_path(&ar, Some(namespace)));
     let mut list = Vec::new();
     let mut params = ListParams::default().labels(&managed).limit(250);
     loop {
-        let Ok(page) = rays.list_metadata(&params).await else { return };
-        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        list.extend(page.items.into_iter().map(|mut rc| {
-            rc.metadata.managed_fields = None;
-            rc
-        }));
-        match next {
+        let Ok(page) = request.list_metadata(&params) else { return };
+        let Ok(page) = client.request::<ClusterPage>(page).await else { return };
+        list.extend(page.items.into_iter().flatten().map(|item| item.metadata));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => break,
         }
     }
     let live: std::collections::HashSet<String> = owners.state().iter().filter_map(|o| o.uid()).collect();
     for rc in list {
-        let owned = rc.owner_references().iter().any(|r| r.kind == "ConfigMap" && live.contains(&r.uid));
-        if owned || age(&rc.metadata) < grace {
+        let owned = rc.owner_references.iter().any(|r| r.kind == "ConfigMap" && live.contains(&r.uid));
+        if owned || age(rc.creation_timestamp.as_ref()) < grace {
             continue;
         }
-        match rays.delete(&rc.name_any(), &delete_params(rc.uid())).await {
-            Ok(_) => tracing::info!(cluster = %rc.name_any(), "reaped a Ray cluster whose owner is missing"),
+        match rays.delete(&rc.name, &delete_params(rc.uid)).await {
+            Ok(_) => tracing::info!(cluster = %rc.name, "reaped a Ray cluster whose owner is missing"),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(err) => tracing::warn!(cluster = %rc.name_any(), error = %err, "reaping failed; will retry"),
+            Err(err) => tracing::warn!(cluster = %rc.name, error = %err, "reaping failed; will retry"),
         }
     }
+}
+
+/// A page of RayCluster metadata with only what the reaper reads; serde skips the rest
+/// (managedFields above all) without building it.
+#[derive(Deserialize)]
+struct ClusterPage {
+    metadata: ListMeta,
+    /// `null` when nothing matches.
+    items: Option<Vec<ClusterItem>>,
+}
+
+#[derive(Deserialize)]
+struct ClusterItem {
+    metadata: ClusterMeta,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterMeta {
+    name: String,
+    uid: Option<String>,
+    creation_timestamp: Option<Time>,
+    #[serde(default)]
+    owner_references: Vec<OwnerReference>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pod(annotations: &[(&str, &str)], labels: &[(&str, &str)]) -> Pod {
+    fn pod(annotations: &[(&str, &str)], labels: &[(&str, &str)]) -> PodMeta {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut pod = Pod::default();
+        let mut pod = PodMeta::default();
         pod.metadata.annotations = Some(map(annotations));
         pod.metadata.labels = Some(map(labels));
         pod

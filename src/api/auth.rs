@@ -242,7 +242,7 @@ fn presented(request: &Request) -> Option<&str> {
 }
 
 /// Puts the [`Caller`] into the request's extensions, or answers 401/503.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     match state.auth.caller(presented(&request)).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);

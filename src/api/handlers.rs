@@ -79,7 +79,7 @@ fn outcome<T>(result: &Result<T, ApiError>) -> OutcomeLabels {
 }
 
 pub async fn spawn(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Json<SpawnRequest>, JsonRejection>,
@@ -94,15 +94,20 @@ pub async fn spawn(
         };
         // Planning and writing take a slot; waiting for the Ray head does not.
         let slot = clusters.spawn_slot().await;
-        let plan = state.plan(&request)?;
-        // Quotas count the watched namespace, where notebooks normally run.
-        if let Some(owners) = state.owners.as_ref().filter(|_| plan.owner.namespace == state.namespace) {
-            state.quota.check(owners, &request.user, &plan.owner.configmap_name())?;
-        }
-        let applied = clusters.apply(&plan).await?;
-        drop(slot);
-        let objects = clusters.await_ready(&plan, applied).await?;
-        Ok(SpawnAnswer::new(&plan, objects, false))
+        // Boxed: a spawn queued for a slot then holds a small future instead of the whole
+        // state machine of planning, applying and waiting (~14 KB per queued spawn).
+        Box::pin(async {
+            let mut plan = state.plan(&request)?;
+            // Quotas count the watched namespace, where notebooks normally run.
+            if let Some(owners) = state.owners.as_ref().filter(|_| plan.owner.namespace == state.namespace) {
+                state.quota.check(owners, &request.user, &plan.owner.configmap_name())?;
+            }
+            let applied = clusters.apply(&mut plan).await?;
+            drop(slot);
+            let objects = clusters.await_ready(&plan, applied).await?;
+            Ok(SpawnAnswer::new(&plan, objects, false))
+        })
+        .await
     }
     .await;
     state.metrics.spawn_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
@@ -119,7 +124,7 @@ pub async fn spawn(
 }
 
 pub async fn render(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Json<SpawnRequest>, JsonRejection>,
@@ -150,7 +155,7 @@ pub struct NamespaceQuery {
 }
 
 pub async fn stop(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<StopRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -159,7 +164,7 @@ pub async fn stop(
 }
 
 pub async fn stop_default_server(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(user): Path<String>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
@@ -170,7 +175,7 @@ pub async fn stop_default_server(
 }
 
 pub async fn stop_named_server(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path((user, server)): Path<(String, String)>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
@@ -215,7 +220,7 @@ pub struct ProfilesQuery {
 }
 
 pub async fn profiles(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     query: Result<Query<ProfilesQuery>, QueryRejection>,
@@ -253,7 +258,7 @@ pub async fn profiles(
 }
 
 pub async fn clusters(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -273,7 +278,7 @@ pub async fn clusters(
     Ok(respond(&headers, StatusCode::OK, &json!({"dry_run": false, "user": user, "clusters": found})))
 }
 
-pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snapshot = state.snapshot.borrow().clone();
     let body = json!({
         "mode": if state.clusters.is_some() { "cluster" } else { "dry-run" },
@@ -287,7 +292,7 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Respon
     respond(&headers, StatusCode::OK, &body)
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -296,7 +301,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

@@ -165,14 +165,15 @@ async fn yaml_is_answered_on_request() {
 
 #[tokio::test]
 async fn readiness_follows_loading_and_shutdown() {
-    let state = state(None);
-    let app = router(state.clone(), Limits::default());
+    let loaded = state(None);
+    let shutting_down = loaded.shutting_down.clone();
+    let app = router(loaded, Limits::default());
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
-    state.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
 
     let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
-    let app = router(AppState { snapshot: unloaded, ..state }, Limits::default());
+    let app = router(AppState { snapshot: unloaded, ..state(None) }, Limits::default());
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     let (status, err) = post(&app, "/api/v1/render", json!({"user": "a"})).await;
     assert_eq!((status, err["code"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready")));

@@ -692,9 +692,17 @@ async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
             let (status, answer) = service.spawn(json!({"user": user})).await;
             assert_eq!(status, StatusCode::OK, "{answer:#}");
         }
-        wait_for(Duration::from_secs(60), "the orphan's cluster to be reaped", || async {
+        // A Ray cluster of ours with no owner at all (say, its ownerReference was edited away)
+        // is reaped too: garbage collection cannot see it.
+        let (status, rendered) = service.call("POST", "/api/v1/render", Some(json!({"user": "stray"}))).await;
+        assert_eq!(status, StatusCode::OK, "{rendered:#}");
+        let stray =
+            rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
+        let stray: DynamicObject = serde_json::from_value(stray.clone()).unwrap();
+        rayclusters(&client, &ns).create(&Default::default(), &stray).await.unwrap();
+        wait_for(Duration::from_secs(60), "the orphan's and the stray cluster to be reaped", || async {
             let left = managed_objects(&client, &ns).await;
-            (!left.iter().any(|o| o.contains("orphan"))).then_some(())
+            (!left.iter().any(|o| o.contains("orphan") || o.contains("stray"))).then_some(())
         })
         .await;
         replica.abort();

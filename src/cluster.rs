@@ -283,14 +283,9 @@ impl Clusters {
                 code: code.as_u16(),
             });
         }
-        let mut stored: Value =
+        let stored =
             serde_json::from_slice(&body).map_err(|e| ClusterError::Kube(kube::Error::SerdeError(e)))?;
-        // The field-manager bookkeeping is most of a stored object's size and no caller reads
-        // it: dropping it keeps a spawn storm's memory and every spawn answer small.
-        if let Some(metadata) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("managedFields");
-        }
-        Ok((stored, code == http::StatusCode::CREATED))
+        Ok((without_managed_fields(stored), code == http::StatusCode::CREATED))
     }
 
     /// Resolves a kind through discovery once; later calls hit the cache.
@@ -319,7 +314,7 @@ impl Clusters {
             obj.and_then(|o| serde_json::to_value(o).ok()).is_some_and(|v| head_ready(&v))
         };
         match tokio::time::timeout(timeout, kube::runtime::wait::await_condition(api, name, ready)).await {
-            Ok(Ok(obj)) => Ok(obj.and_then(|o| serde_json::to_value(o).ok())),
+            Ok(Ok(obj)) => Ok(obj.and_then(|o| serde_json::to_value(o).ok()).map(without_managed_fields)),
             Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
             Err(_) => Ok(None),
         }
@@ -368,6 +363,16 @@ fn describe(object: &Value) -> String {
     let kind = object.pointer("/kind").and_then(Value::as_str).unwrap_or("object");
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>");
     format!("{kind} {name}")
+}
+
+/// An object as the API server stored it, without its field-manager bookkeeping: that is most
+/// of its size and no caller reads it, so dropping it keeps a spawn storm's memory and every
+/// spawn answer small.
+fn without_managed_fields(mut object: Value) -> Value {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+    }
+    object
 }
 
 fn gvk_of(object: &Value) -> GroupVersionKind {

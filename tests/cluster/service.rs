@@ -569,6 +569,7 @@ profiles:
         assert_eq!(status, StatusCode::OK, "{answer:#}");
         let rc = answer["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
         assert!(cluster::head_ready(rc), "the answer carries the ready RayCluster: {rc:#}");
+        assert!(rc["metadata"].get("managedFields").is_none(), "without bookkeeping: {rc:#}");
     })
     .await;
 }

@@ -11,6 +11,7 @@ The fake serves what a real API server would for the calls JSP makes:
 - get, list (equality label selectors), create (409 when it exists), replace and delete of any
   namespaced or cluster-scoped object, with `uid`, `resourceVersion`, `creationTimestamp` and
   `namespace` set as the server sets them;
+- map keys in sorted order, as the API server encodes them;
 - OpenShift's Route admission default: a Route created without `spec.host` gets
   `<name>-<namespace>.<APPS_DOMAIN>` (what the router's admission does on a real cluster).
 
@@ -164,7 +165,7 @@ class FakeCluster:
         method = method.upper()
         self.requests.append((method, parts.path))
         status, payload = self._serve(method, parts.path, query, body)
-        response = FakeResponse(status, payload)
+        response = FakeResponse(status, sorted_maps(payload))
         if _preload_content:
             response = RESTResponse(response)
         if not 200 <= status <= 299:
@@ -328,6 +329,17 @@ class FakeCluster:
     def _status(code: int, message: str, reason: str = ""):
         return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
                       "reason": reason, "code": code}
+
+
+def sorted_maps(value):
+    """The API server encodes maps (ConfigMap data, labels, every map of a custom resource) with
+    sorted keys (Go's encoding/json), so JSP reads them in that order. (Struct fields of built-in
+    kinds come in Go's field order there; only a `*` or whole-map return path could tell.)"""
+    if isinstance(value, dict):
+        return {k: sorted_maps(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_maps(v) for v in value]
+    return value
 
 
 def install(cluster: FakeCluster) -> None:

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use serde_json_path::JsonPath;
 
 use crate::catalog::Catalog;
 use crate::naming;
-use crate::profile::{Choice, Requester, ResolveError, Resolved};
+use crate::profile::{Choice, Requester, ResolveError, Resolved, quantity_value};
+use crate::python;
 use crate::template::{self, ContextInput, TemplateError};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -114,8 +115,10 @@ pub enum PlanError {
         "template ConfigMap {configmap} key `{key}` (used by service `{service}`) is not loaded: it does not exist or failed to parse; see GET /api/v1/status"
     )]
     MissingTemplate { service: String, configmap: String, key: String },
-    #[error("service `{service}`: `return` entry {env} has an invalid JSONPath `{path}`: {message}")]
-    InvalidReturn { service: String, env: String, path: String, message: String },
+    #[error(
+        "service `{service}` has no `resources`: add the template ConfigMap name and key to render (JSP refused such a service too) or remove the service"
+    )]
+    ServiceWithoutResources { service: String },
     #[error("service `{service}`: env {env}: {message}; fix the profile's service env or its configuration")]
     ServiceEnv { service: String, env: String, message: String },
     #[error("{field}: {message}")]
@@ -131,17 +134,28 @@ pub struct Plan {
     /// Rendered objects, labelled and namespaced; owner references are added when applied.
     pub objects: Vec<Value>,
     #[serde(skip)]
-    service_env: BTreeMap<String, String>,
+    service_env: IndexMap<String, String>,
+    /// Per service of `profile.services`, in order: the indices of its objects in `objects`.
     #[serde(skip)]
-    returns: Vec<Return>,
+    service_objects: Vec<std::ops::Range<usize>>,
 }
 
-#[derive(Debug, Clone)]
-struct Return {
-    env: String,
-    path: JsonPath,
-    /// Indices into `objects` of the service's own objects, in order.
-    objects: std::ops::Range<usize>,
+/// JSP's memory limit in bytes for `MEM_LIMIT` (`get_mem_limit`): a `Ti`/`Gi`/`Mi`/`Ki`
+/// quantity multiplied out, anything else unchanged (`1G` stays `1G`). JSP raised on a
+/// fractional one (`1.5Gi`); that gives its exact byte count here.
+fn mem_limit(quantity: &str) -> String {
+    for (suffix, power) in [("Ti", 4), ("Gi", 3), ("Mi", 2), ("Ki", 1)] {
+        if quantity.contains(suffix) {
+            let scale = 1024i128.pow(power);
+            let number = quantity.strip_suffix(suffix).and_then(|n| n.parse::<i128>().ok());
+            return match number {
+                Some(n) => (n * scale).to_string(),
+                None => quantity_value(quantity)
+                    .map_or_else(|_| quantity.to_owned(), |v| (v.ceil() as i128).to_string()),
+            };
+        }
+    }
+    quantity.to_owned()
 }
 
 /// The notebook pod settings a spawner applies.
@@ -154,6 +168,11 @@ pub struct PodSettings {
     pub volumes: Vec<Value>,
     pub gpu: u32,
 }
+
+/// What JSP set on every notebook: the raw JupyterHub user name.
+pub const USER_NAME_ENV: &str = "JUPYTERHUB_USER_NAME";
+/// What JSP set when the notebook has a memory limit: the limit in bytes.
+pub const MEM_LIMIT_ENV: &str = "MEM_LIMIT";
 
 impl Plan {
     pub fn wait(&self) -> Option<Duration> {
@@ -168,6 +187,8 @@ impl Plan {
     pub fn pod(&self) -> PodSettings {
         let mut labels = BTreeMap::new();
         labels.insert(CLUSTER_LABEL.to_owned(), self.cluster_name.clone());
+        // JSP's label (ODH's Spark template selects the notebook by it), as a valid label value.
+        labels.insert(USER_LABEL.to_owned(), naming::label_value(&self.owner.user));
         PodSettings {
             resources: self.profile.resources.clone(),
             tolerations: self.profile.tolerations.clone(),
@@ -178,10 +199,13 @@ impl Plan {
         }
     }
 
-    /// The notebook's environment, from the objects as applied (or as rendered in a dry run).
-    /// Later sources win: Ray defaults, the profile's env, the services' env, `return` values.
-    pub fn environment(&self, objects: &[Value]) -> BTreeMap<String, Value> {
-        let mut env = BTreeMap::new();
+    /// The notebook's environment, from the objects as applied (or as rendered in a dry run),
+    /// in JSP's order: (our Ray variables,) the `return` values, (the services' templated env,)
+    /// the profile env in merge order, `MEM_LIMIT`, `JUPYTERHUB_USER_NAME`. A name set twice
+    /// keeps its first position and takes the later value, which is what the container saw
+    /// when JSP listed both.
+    pub fn environment(&self, objects: &[Value]) -> IndexMap<String, Value> {
+        let mut env = IndexMap::new();
         if let Some(rc) = objects.iter().find(|o| is_ray_cluster(o)) {
             let name = str_at(rc, "/metadata/name").unwrap_or(&self.cluster_name);
             let namespace = str_at(rc, "/metadata/namespace").unwrap_or(&self.owner.namespace);
@@ -190,6 +214,19 @@ impl Plan {
         }
         if let Some(url) = objects.iter().find_map(dashboard_url) {
             env.insert("RAY_DASHBOARD_URL".into(), json!(url));
+        }
+        // JSP: every path on every object of every service, the last object deciding even when
+        // it does not match (""); several matches joined with ",", values as Python's str().
+        for (service, range) in self.profile.services.values().zip(&self.service_objects) {
+            for object in objects.get(range.clone()).into_iter().flatten() {
+                for (name, path) in &service.returns {
+                    let found: Vec<String> = path.find(object).iter().map(|v| python::str(v)).collect();
+                    env.insert(name.clone(), Value::String(found.join(",")));
+                }
+            }
+        }
+        for (name, value) in &self.service_env {
+            env.insert(name.clone(), json!(value));
         }
         for var in &self.profile.env {
             let Some(name) = var.get("name").and_then(Value::as_str) else { continue };
@@ -203,23 +240,10 @@ impl Plan {
             };
             env.insert(name.to_owned(), value);
         }
-        for (name, value) in &self.service_env {
-            env.insert(name.clone(), json!(value));
+        if let Some(memory) = self.profile.resources.limits.get("memory") {
+            env.insert(MEM_LIMIT_ENV.into(), json!(mem_limit(memory)));
         }
-        for ret in &self.returns {
-            let found = objects
-                .get(ret.objects.clone())
-                .into_iter()
-                .flatten()
-                .find_map(|o| ret.path.query(o).first().cloned());
-            if let Some(value) = found {
-                let value = match value {
-                    Value::String(s) => Value::String(s),
-                    other => Value::String(other.to_string()),
-                };
-                env.insert(ret.env.clone(), value);
-            }
-        }
+        env.insert(USER_NAME_ENV.into(), json!(self.owner.user));
         env
     }
 }
@@ -255,9 +279,12 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
     let escaped_user = naming::escape_user(&request.user);
     let labels = owner.labels();
     let mut objects = Vec::new();
-    let mut service_env = BTreeMap::new();
-    let mut returns = Vec::new();
+    let mut service_env = IndexMap::new();
+    let mut service_objects = Vec::with_capacity(profile.services.len());
     for (service_name, service) in &profile.services {
+        if service.resources.is_empty() {
+            return Err(PlanError::ServiceWithoutResources { service: service_name.clone() });
+        }
         let context = template::context(&ContextInput {
             username: &request.user,
             server: &request.server,
@@ -290,18 +317,9 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
             })?;
             service_env.insert(name.clone(), value);
         }
-        for (env, path) in &service.returns {
-            let full = if path.starts_with('$') { path.clone() } else { format!("$.{path}") };
-            let path = JsonPath::parse(&full).map_err(|e| PlanError::InvalidReturn {
-                service: service_name.clone(),
-                env: env.clone(),
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            returns.push(Return { env: env.clone(), path, objects: first..objects.len() });
-        }
+        service_objects.push(first..objects.len());
     }
-    Ok(Plan { owner, cluster_name, profile, objects, service_env, returns })
+    Ok(Plan { owner, cluster_name, profile, objects, service_env, service_objects })
 }
 
 /// Namespace and labels on a rendered object; the service's own labels first, ours win.
@@ -415,6 +433,10 @@ profiles:
 - name: globals
   env:
   - {name: FROM_SECRET, valueFrom: {secretKeyRef: {name: s, key: k}}}
+  - {name: LAST_IMAGE, value: from-profile}
+  - {name: JUPYTERHUB_USER_NAME, value: set-by-admin}
+  resources:
+    limits: {memory: 2Gi}
 - name: Ray
   slug: ray
   services:
@@ -428,7 +450,9 @@ profiles:
         GREETING: "hello {{username}}"
       return:
         HEAD_IMAGE: spec.headGroupSpec.template.spec.containers[0].image
-        MISSING: spec.nothing
+        NAMES: $..name
+        LAST_IMAGE: spec.headGroupSpec.template.spec.containers[0].image
+        HOST: spec.host
       labels: {team: ml}
 "#;
 
@@ -469,26 +493,94 @@ profiles:
     }
 
     #[test]
-    fn environment_layers_ray_defaults_profile_env_service_env_and_returns() {
+    fn environment_follows_jsp_order_and_precedence() {
         let plan = plan(&catalog(), &request("eve"), "ns").unwrap();
         let env = plan.environment(&plan.objects);
-        assert_eq!(env["RAY_CLUSTER"], json!("ray-eve"));
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "RAY_CLUSTER",
+                "RAY_ADDRESS",
+                "RAY_DASHBOARD_URL",
+                // `return` values in written order, then the service env, the profile env,
+                // MEM_LIMIT; a name set again keeps its first position.
+                "HEAD_IMAGE",
+                "NAMES",
+                "LAST_IMAGE",
+                "HOST",
+                "GREETING",
+                "FROM_SECRET",
+                "JUPYTERHUB_USER_NAME",
+                "MEM_LIMIT",
+            ]
+        );
         // The service's templated env wins over the computed default.
         assert_eq!(env["RAY_ADDRESS"], json!("ray://ray-eve-head-svc.ns.svc:10001"));
         assert_eq!(env["GREETING"], json!("hello eve"));
         assert_eq!(env["RAY_DASHBOARD_URL"], json!("https://dash.apps.example.com/"));
         assert_eq!(env["FROM_SECRET"], json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
-        assert_eq!(env["HEAD_IMAGE"], json!("ray:2"));
-        assert!(!env.contains_key("MISSING"), "a path that matches nothing sets nothing");
+        // The last object (the Route) decides every `return`, even where it does not match.
+        assert_eq!(env["HEAD_IMAGE"], json!(""));
+        assert_eq!(env["HOST"], json!("dash.apps.example.com"));
+        assert_eq!(env["NAMES"], json!("dashboard-eve"), "the Route's own names only");
+        // The profile env comes after the `return` values, so its value is the one seen.
+        assert_eq!(env["LAST_IMAGE"], json!("from-profile"));
+        assert_eq!(env["MEM_LIMIT"], json!("2147483648"));
+        assert_eq!(env["JUPYTERHUB_USER_NAME"], json!("eve"), "the user, whatever a profile says");
     }
 
     #[test]
-    fn returns_read_the_applied_objects() {
+    fn returns_read_the_applied_objects_and_join_several_matches() {
         let plan = plan(&catalog(), &request("eve"), "ns").unwrap();
         let mut applied = plan.objects.clone();
-        applied[0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] =
-            json!("ray:applied");
-        assert_eq!(plan.environment(&applied)["HEAD_IMAGE"], json!("ray:applied"));
+        applied[1]["spec"]["host"] = json!("assigned.apps.example.com");
+        applied[1]["spec"]["x"] = json!([{"name": "a"}, {"name": true}]);
+        let env = plan.environment(&applied);
+        assert_eq!(env["HOST"], json!("assigned.apps.example.com"));
+        assert_eq!(env["NAMES"], json!("dashboard-eve,a,True"));
+    }
+
+    #[test]
+    fn mem_limit_is_jsp_bytes() {
+        for (quantity, bytes) in [
+            ("2Gi", "2147483648"),
+            ("1500Mi", "1572864000"),
+            ("1Ti", "1099511627776"),
+            ("512Ki", "524288"),
+            ("1.5Gi", "1610612736"),
+            ("1G", "1G"),
+            ("1500M", "1500M"),
+            ("2147483648", "2147483648"),
+        ] {
+            assert_eq!(mem_limit(quantity), bytes, "{quantity}");
+        }
+    }
+
+    #[test]
+    fn the_pod_is_labelled_with_the_user_and_cluster() {
+        let pod = plan(&catalog(), &request("eje@redhat.com"), "ns").unwrap().pod();
+        assert_eq!(pod.labels[USER_LABEL], "eje-40redhat-2ecom");
+        assert_eq!(pod.labels[CLUSTER_LABEL], "ray-eje-40redhat-2ecom");
+        // JSP's `-45ve` is no valid label value (the API server refused JSP's pod).
+        let pod = plan(&catalog(), &request("Eve"), "ns").unwrap().pod();
+        assert_eq!(pod.labels[USER_LABEL], naming::label_value("Eve"));
+    }
+
+    #[test]
+    fn a_service_without_resources_is_refused() {
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(
+                crate::profile::PROFILES_KEY.to_owned(),
+                "profiles:\n- services:\n    s: {configuration: {a: 1}}\n".to_owned(),
+            )]
+            .into(),
+        }];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let err = plan(&catalog, &request("eve"), "ns").unwrap_err();
+        assert!(matches!(err, PlanError::ServiceWithoutResources { ref service } if service == "s"), "{err}");
     }
 
     #[test]

@@ -269,8 +269,8 @@ pub enum ErrorKind {
     EmptyOutput,
 }
 
-/// The names [`context`] defines itself; a service configuration key with one of these names is
-/// shadowed (the `validate` command can warn about it).
+/// The names [`context`] defines itself; a service configuration key named `user` or `options`
+/// is shadowed, one with another of these names shadows the value of ours.
 pub const RESERVED_NAMES: [&str; 9] =
     ["user", "username", "server", "namespace", "cluster_name", "image", "profile", "size", "options"];
 
@@ -321,12 +321,13 @@ pub fn render_text(text: &str, context: &Value) -> Result<String, String> {
 /// | every `configuration` key | at top level, as in JSP (`{{ cpu_request }}`) |
 /// | `options` | the validated options, typed (`replicas: {{options.workers}}` is an integer) |
 ///
-/// The names above win over configuration keys of the same name, as `user` did in JSP: a
-/// template must be able to rely on them, and a configuration cannot impersonate another user.
+/// A configuration key of the same name wins over the names above, as in JSP (whose context
+/// was the configuration plus `user`): the configuration is the admin's. `user` and `options`
+/// win over the configuration: `user` did in JSP, and `options` are the user's validated
+/// choices, which a template must be able to rely on.
 pub fn context(input: &ContextInput) -> Value {
-    let mut context = input.configuration.clone();
-    let reserved = [
-        ("user", Value::from(naming::escape_user(input.username))),
+    let mut context = Map::new();
+    let defaults = [
         ("username", input.username.into()),
         ("server", input.server.into()),
         ("namespace", input.namespace.into()),
@@ -334,11 +335,14 @@ pub fn context(input: &ContextInput) -> Value {
         ("image", input.image.into()),
         ("profile", input.profile.into()),
         ("size", input.size.into()),
-        ("options", Value::Object(input.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
     ];
-    for (name, value) in reserved {
+    for (name, value) in defaults {
         context.insert(name.to_owned(), value);
     }
+    context.extend(input.configuration.iter().map(|(k, v)| (k.clone(), v.clone())));
+    context.insert("user".into(), naming::escape_user(input.username).into());
+    let options = input.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    context.insert("options".into(), Value::Object(options));
     Value::Object(context)
 }
 

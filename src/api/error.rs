@@ -147,8 +147,8 @@ impl From<PlanError> for ApiError {
                 api.body.key = Some(key.clone());
                 api
             }
-            PlanError::InvalidReturn { .. } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_return", err.to_string())
+            PlanError::ServiceWithoutResources { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "service_without_resources", err.to_string())
             }
             PlanError::ServiceEnv { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_service_env", err.to_string())

@@ -1,6 +1,5 @@
 //! Request handlers: parse, call the domain and the cluster edge, shape the answer.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +8,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -26,7 +26,8 @@ pub struct SpawnAnswer {
     pub namespace: String,
     pub owner: String,
     pub profile: Resolved,
-    pub environment: BTreeMap<String, Value>,
+    /// In JSP's order (see [`Plan::environment`]).
+    pub environment: IndexMap<String, Value>,
     pub pod: PodSettings,
     pub objects: Vec<Value>,
 }

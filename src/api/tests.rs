@@ -74,7 +74,7 @@ async fn spawn_in_the_dry_run_answers_the_cluster_and_environment() {
 
 #[tokio::test]
 async fn render_applies_size_and_options() {
-    let body = json!({"user": "bob", "size": "medium", "options": {"workers": 3}, "server": "big"});
+    let body = json!({"user": "bob", "size": "Medium", "options": {"workers": 3}, "server": "big"});
     let (status, answer) = post(&app(), "/api/v1/render", body).await;
     assert_eq!(status, StatusCode::OK, "{answer:#}");
     assert_eq!(answer["pod"]["resources"]["limits"]["cpu"], json!("2"));

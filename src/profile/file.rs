@@ -222,13 +222,10 @@ fn sizes_problem(sizes: &[Size]) -> Option<(String, String)> {
         if size.name.trim().is_empty() {
             return Some((format!("{at}.name"), "every size needs a name: users pick sizes by name".into()));
         }
-        if let Some(first) = sizes[..i].iter().position(|s| s.name.eq_ignore_ascii_case(&size.name)) {
+        if let Some(first) = sizes[..i].iter().position(|s| s.name == size.name) {
             return Some((
                 format!("{at}.name"),
-                format!(
-                    "size {:?} is already defined by sizes[{first}] (names are compared case-insensitively)",
-                    size.name
-                ),
+                format!("size {:?} is already defined by sizes[{first}]", size.name),
             ));
         }
         quantity_problem(&format!("{at}.resources"), &ResourceSpec::from(&size.resources))

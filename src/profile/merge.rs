@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -30,7 +31,8 @@ pub struct Resolved {
     pub affinity: Map<String, Value>,
     pub gpu: u32,
     pub volumes: Vec<Value>,
-    pub services: BTreeMap<String, Service>,
+    /// In JSP's dict order: first definition's position, a later definition replacing it there.
+    pub services: IndexMap<String, Service>,
     /// Validated option values, defaults included.
     pub options: BTreeMap<String, Value>,
     /// How long to wait for the cluster before the notebook starts; `None`: do not wait.

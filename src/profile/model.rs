@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::options::OptionSpec;
 use super::resources::{ResourceSpec, Resources};
+use crate::jsonpath_rw::JsonPath;
 
 /// How long `wait: true` waits for the cluster when no timeout is given.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -57,8 +59,9 @@ pub struct Profile {
     pub gpu: Option<u32>,
     #[serde(default, deserialize_with = "nullable")]
     pub volumes: Vec<Value>,
+    /// In the order written: JSP renders services (and so evaluates `return`) in that order.
     #[serde(default, deserialize_with = "nullable")]
-    pub services: BTreeMap<String, Service>,
+    pub services: IndexMap<String, Service>,
     #[serde(default, deserialize_with = "wait")]
     pub wait: Option<Wait>,
     /// Seconds of notebook inactivity after which the notebook (and its cluster) is culled.
@@ -95,12 +98,18 @@ pub struct Service {
     pub configuration: Map<String, Value>,
     #[serde(default, deserialize_with = "labels")]
     pub labels: BTreeMap<String, String>,
-    /// `ENV_NAME: <JSONPath on the applied object>`.
-    #[serde(rename = "return", default, deserialize_with = "returns")]
-    pub returns: BTreeMap<String, String>,
-    /// Extension: environment values rendered as templates (unrendered here).
+    /// `ENV_NAME: <jsonpath-rw path on the applied object>`, in the order written (the
+    /// notebook's environment keeps it), parsed when the ConfigMap loads.
+    #[serde(
+        rename = "return",
+        default,
+        deserialize_with = "returns",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
+    pub returns: IndexMap<String, JsonPath>,
+    /// Extension: environment values rendered as templates (unrendered here), in written order.
     #[serde(default, deserialize_with = "service_env")]
-    pub env: BTreeMap<String, String>,
+    pub env: IndexMap<String, String>,
     /// Extension: typed choices the user may make, validated before rendering.
     #[serde(default, deserialize_with = "service_options")]
     pub options: BTreeMap<String, OptionSpec>,
@@ -212,20 +221,30 @@ fn labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String,
     string_map(deserializer, "labels")
 }
 
-fn returns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
-    string_map(deserializer, "return")
+fn returns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IndexMap<String, JsonPath>, D::Error> {
+    let paths: IndexMap<String, String> = string_map(deserializer, "return")?;
+    paths
+        .into_iter()
+        .map(|(env, path)| match JsonPath::parse(&path) {
+            Ok(parsed) => Ok((env, parsed)),
+            Err(e) => Err(invalid(
+                format!("return.{env}"),
+                format!("`{path}` is not a jsonpath-rw path (JSP's dialect, e.g. metadata.labels[key] or spec.containers[0].image): {e}"),
+            )),
+        })
+        .collect()
 }
 
-fn service_env<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn service_env<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IndexMap<String, String>, D::Error> {
     string_map(deserializer, "env")
 }
 
 /// Label values, JSONPaths and env templates are strings, but YAML readily types `1` or `true`.
-fn string_map<'de, D: Deserializer<'de>>(
+fn string_map<'de, D: Deserializer<'de>, M: FromIterator<(String, String)>>(
     deserializer: D,
     field: &str,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    let raw: BTreeMap<String, Value> = nullable(deserializer)?;
+) -> Result<M, D::Error> {
+    let raw: IndexMap<String, Value> = nullable(deserializer)?;
     raw.into_iter()
         .map(|(key, value)| match scalar_string(&value) {
             Some(text) => Ok((key, text)),
@@ -253,7 +272,7 @@ fn size_resources<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Resource
 }
 
 /// Env as a list of `EnvVar` or the legacy `{NAME: value}` map; values become strings because
-/// Kubernetes only accepts strings (JSP got the same from the Python client's coercion).
+/// Kubernetes only accepts strings (JSP got them from the Python client's coercion).
 fn env_vars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Value>, D::Error> {
     // serde_yaml's mapping keeps the admin's order of a legacy map (a JSON map would sort it).
     let Some(raw) = Option::<serde_yaml::Value>::deserialize(deserializer)? else {
@@ -304,11 +323,13 @@ fn env_list_item(item: Value) -> Result<Value, String> {
     Ok(Value::Object(var))
 }
 
-/// An env value as Kubernetes wants it: a string; a missing value is the empty string.
+/// An env value as Kubernetes wants it: a string, as JSP's Kubernetes client made it with
+/// Python's `str()` (`true` is `True`); a missing value is the empty string.
 fn env_value(value: &Value) -> Option<String> {
     match value {
         Value::Null => Some(String::new()),
-        other => scalar_string(other),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(crate::python::str(value)),
+        Value::Array(_) | Value::Object(_) => None,
     }
 }
 

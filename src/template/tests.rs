@@ -365,7 +365,7 @@ fn empty_output_is_an_error() {
 // context
 
 #[test]
-fn context_holds_reserved_names_configuration_and_options() {
+fn context_holds_our_names_configuration_over_them_then_user_and_options() {
     let configuration = json!({"cpu_request": "1", "user": "impostor", "options": "x", "image": "other"});
     let options = BTreeMap::from([("workers".to_owned(), json!(4))]);
     let input = ContextInput {
@@ -387,10 +387,12 @@ fn context_holds_reserved_names_configuration_and_options() {
             "server": "gpu",
             "namespace": "ns",
             "cluster_name": naming::cluster_name("Eje@RedHat.com", "gpu"),
-            "image": "ray-ml-notebook:2.9",
+            // JSP rendered the configuration's value of a name ours also defines...
+            "image": "other",
             "profile": "ray",
             "size": "Small",
             "cpu_request": "1",
+            // ...except `user` (JSP set it over the configuration) and our `options`.
             "options": {"workers": 4},
         })
     );

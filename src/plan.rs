@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::Catalog;
 use crate::naming;
-use crate::profile::{Choice, Requester, ResolveError, Resolved, quantity_value};
+use crate::profile::{Choice, PodVolumes, Requester, ResolveError, Resolved, pod_volumes, quantity_value};
 use crate::python;
 use crate::template::{self, ContextInput, TemplateError};
 
@@ -123,6 +123,8 @@ pub enum PlanError {
     ServiceEnv { service: String, env: String, message: String },
     #[error("{field}: {message}")]
     InvalidRequest { field: &'static str, message: String },
+    #[error("profile {profiles}: {message}")]
+    Volume { profiles: String, message: String },
 }
 
 /// Everything a spawn will do, before anything touches the cluster.
@@ -138,6 +140,8 @@ pub struct Plan {
     /// Per service of `profile.services`, in order: the indices of its objects in `objects`.
     #[serde(skip)]
     service_objects: Vec<std::ops::Range<usize>>,
+    #[serde(skip)]
+    volumes: PodVolumes,
 }
 
 /// JSP's memory limit in bytes for `MEM_LIMIT` (`get_mem_limit`): a `Ti`/`Gi`/`Mi`/`Ki`
@@ -165,7 +169,10 @@ pub struct PodSettings {
     pub tolerations: Vec<Value>,
     pub affinity: Map<String, Value>,
     pub labels: BTreeMap<String, String>,
+    /// Pod volumes, JSP's names (see [`crate::profile::pod_volumes`]).
     pub volumes: Vec<Value>,
+    /// The notebook container's mounts of `volumes`.
+    pub volume_mounts: Vec<Value>,
     pub gpu: u32,
 }
 
@@ -194,7 +201,8 @@ impl Plan {
             tolerations: self.profile.tolerations.clone(),
             affinity: self.profile.affinity.clone(),
             labels,
-            volumes: self.profile.volumes.clone(),
+            volumes: self.volumes.volumes.clone(),
+            volume_mounts: self.volumes.mounts.clone(),
             gpu: self.profile.gpu,
         }
     }
@@ -274,6 +282,8 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
         options: request.options.clone(),
     };
     let profile = catalog.profiles().resolve(&who, request.image.as_deref(), &choice)?;
+    let volumes = pod_volumes(&profile.volumes, &profile.default_mount_path)
+        .map_err(|e| PlanError::Volume { profiles: profile.profiles.join(", "), message: e.message })?;
 
     let cluster_name = owner.cluster_name();
     let escaped_user = naming::escape_user(&request.user);
@@ -319,7 +329,7 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
         }
         service_objects.push(first..objects.len());
     }
-    Ok(Plan { owner, cluster_name, profile, objects, service_env, service_objects })
+    Ok(Plan { owner, cluster_name, profile, objects, service_env, service_objects, volumes })
 }
 
 /// Namespace and labels on a rendered object; the service's own labels first, ours win.

@@ -147,6 +147,9 @@ impl From<PlanError> for ApiError {
                 api.body.key = Some(key.clone());
                 api
             }
+            PlanError::Volume { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_volume", err.to_string())
+            }
             PlanError::ServiceWithoutResources { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "service_without_resources", err.to_string())
             }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::model::{Profile, Service, Size, Wait};
 use super::resources::{GPU_RESOURCE, ResourceSpec, Resources};
+use super::volumes::DEFAULT_MOUNT_PATH;
 
 /// A user's profile: every matching profile merged, the size applied, options validated.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -31,6 +32,8 @@ pub struct Resolved {
     pub affinity: Map<String, Value>,
     pub gpu: u32,
     pub volumes: Vec<Value>,
+    /// Where relative and unset volume mount paths go (the last profile's, else ODH's).
+    pub default_mount_path: String,
     /// In JSP's dict order: first definition's position, a later definition replacing it there.
     pub services: IndexMap<String, Service>,
     /// Validated option values, defaults included.
@@ -47,7 +50,7 @@ pub struct Resolved {
 /// `gpu_types` tolerations are added when GPUs are requested (JSP applies all of them, as its
 /// spawner had no way to pick a GPU type).
 pub fn merge(profiles: &[&Profile], size: Option<&Size>, gpu_types: &[Value]) -> Resolved {
-    let mut resolved = Resolved::default();
+    let mut resolved = Resolved { default_mount_path: DEFAULT_MOUNT_PATH.to_owned(), ..Resolved::default() };
     let mut resources = ResourceSpec::default();
     let mut node_affinity = Map::new();
     let mut wait = None;
@@ -70,6 +73,9 @@ pub fn merge(profiles: &[&Profile], size: Option<&Size>, gpu_types: &[Value]) ->
             resolved.gpu = gpu;
         }
         resolved.volumes.extend(profile.volumes.iter().cloned());
+        if let Some(path) = profile.default_mount_path.as_ref().filter(|p| !p.is_empty()) {
+            resolved.default_mount_path.clone_from(path);
+        }
         resolved.services.extend(profile.services.clone());
         wait = profile.wait.or(wait);
         idle_timeout = profile.idle_timeout.or(idle_timeout);

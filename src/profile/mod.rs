@@ -10,7 +10,7 @@
 //!
 //! Extensions beyond JSP, which JSP files never trip over: `slug`/`default` (profiles the user
 //! picks), `description`, `groups`, glob patterns in `images`, typed service `options`,
-//! templated service `env`, `wait` and `idle_timeout`.
+//! templated service `env`, `wait`, `idle_timeout` and `default_mount_path`.
 //!
 //! Deliberate differences from JSP, each because JSP's behaviour was an accident:
 //! - an empty user name matches only profiles open to everyone (JSP matched all);
@@ -26,6 +26,7 @@ mod model;
 mod options;
 mod resources;
 mod set;
+mod volumes;
 
 pub use file::{PROFILES_KEY, ProfileDoc, ProfileFileError, parse_doc};
 pub use matching::Requester;
@@ -34,6 +35,7 @@ pub use model::{DEFAULT_WAIT, Profile, Service, Size, TemplateRef, Wait, WaitTim
 pub use options::OptionSpec;
 pub use resources::{GPU_RESOURCE, Quantities, ResourceSpec, Resources, quantity_value};
 pub use set::{Choice, ProfileChoice, ProfileSet, ResolveError};
+pub use volumes::{DEFAULT_MOUNT_PATH, PodVolumes, VolumeError, pod_volumes};
 
 #[cfg(test)]
 mod tests;

@@ -59,6 +59,10 @@ pub struct Profile {
     pub gpu: Option<u32>,
     #[serde(default, deserialize_with = "nullable")]
     pub volumes: Vec<Value>,
+    /// Extension: where relative and unset volume `mountPath`s are mounted (JSP: the hub's
+    /// `DEFAULT_MOUNT_PATH`, `/opt/app-root/src` in ODH); the notebook image's working directory.
+    #[serde(default, deserialize_with = "nullable")]
+    pub default_mount_path: Option<String>,
     /// In the order written: JSP renders services (and so evaluates `return`) in that order.
     #[serde(default, deserialize_with = "nullable")]
     pub services: IndexMap<String, Service>,

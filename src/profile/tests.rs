@@ -315,7 +315,7 @@ fn scalars_take_the_last_value_and_idle_timeout_zero_disables() {
 fn no_matching_profile_resolves_to_an_empty_profile() {
     let s = set("profiles:\n- name: private\n  users: [vpavlin]\n  env: {A: b}\n");
     let r = resolve(&s, "eje", None, &Choice::default());
-    assert_eq!(r, Resolved::default());
+    assert_eq!(r, Resolved { default_mount_path: DEFAULT_MOUNT_PATH.into(), ..Resolved::default() });
 }
 
 // ---------------------------------------------------------------- resources (JSP parse_resources)
@@ -907,6 +907,7 @@ fn a_document_with_every_extension_resolves_and_serialises() {
             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
             "tolerations": [],
             "affinity": {},
+            "default_mount_path": "/opt/app-root/src",
             "gpu": 0,
             "volumes": [],
             "services": {"ray": serde_json::to_value(service).unwrap()},

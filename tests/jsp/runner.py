@@ -140,13 +140,6 @@ def norm_ours(result: dict) -> dict:
         return {"outcome": "error", "message": result["error"]}
     answer = result["answer"]
     pod = answer["pod"]
-    volumes, mounts = [], pod.get("volume_mounts")
-    derived = []
-    for v in pod.get("volumes") or []:
-        volumes.append({k: x for k, x in v.items() if k not in ("mountPath", "subPath", "readOnly")})
-        if v.get("mountPath"):  # what hub/ mounts today (no volume_mounts in the answer)
-            derived.append({"name": v["name"], "mountPath": v["mountPath"],
-                            **{k: v[k] for k in ("subPath", "readOnly") if k in v}})
     return {
         "outcome": "ok",
         "env": [(k, ours_env_spec(v)) for k, v in answer["environment"].items()],
@@ -155,8 +148,8 @@ def norm_ours(result: dict) -> dict:
             "tolerations": pod.get("tolerations") or [],
             "affinity": {k: v for k, v in (pod.get("affinity") or {}).items() if v},
             "labels": pod.get("labels") or {},
-            "volumes": volumes,
-            "volume_mounts": mounts if mounts is not None else derived,
+            "volumes": pod.get("volumes") or [],
+            "volume_mounts": pod.get("volume_mounts") or [],
         },
         "objects": [tidy_object(o) for o in answer["objects"]],
         "owner": answer.get("owner"),

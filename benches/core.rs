@@ -34,6 +34,7 @@ fn resolution(c: &mut Criterion) {
             profile: Some("ray".into()),
             size: Some("Small".into()),
             options: BTreeMap::from([("workers".into(), json!(3))]),
+            ..Choice::default()
         };
         let image = Some("quay.io/opendatahub/ray-ml-notebook:2.9");
         catalog.profiles().resolve(&who, image, &choice).expect("resolves");

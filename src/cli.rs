@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use crate::catalog::{self, Catalog, ProfileSelector};
+use crate::catalog::{self, Catalog, ProfileSelector, UserIndex};
 use crate::plan::{self, SpawnRequest};
 
 #[derive(Debug, Parser)]
@@ -79,10 +79,12 @@ pub struct FolderArgs {
 }
 
 impl FolderArgs {
-    pub fn load(&self, selector: &ProfileSelector) -> Result<Catalog, String> {
+    /// The catalog of the folders' ConfigMaps, and the users' settings among them.
+    pub fn load(&self, selector: &ProfileSelector) -> Result<(Catalog, UserIndex), String> {
         let cms =
             catalog::load_paths(&[&self.profiles_dir, &self.templates_dir]).map_err(|e| e.to_string())?;
-        Ok(Catalog::build(selector, &cms, None))
+        let (users, rest) = UserIndex::split(selector, &cms);
+        Ok((Catalog::build(selector, rest, None), users))
     }
 }
 
@@ -223,7 +225,7 @@ pub fn main() -> ExitCode {
 }
 
 fn render(args: RenderArgs) -> Result<ExitCode, String> {
-    let catalog = args.folders.load(&args.selector.selector()?)?;
+    let (catalog, users) = args.folders.load(&args.selector.selector()?)?;
     for problem in catalog.problems() {
         eprintln!("warning: {problem}");
     }
@@ -237,7 +239,8 @@ fn render(args: RenderArgs) -> Result<ExitCode, String> {
         server: args.server,
         namespace: Some(args.namespace.clone()),
     };
-    let plan = plan::plan(&catalog, &request, &args.namespace).map_err(|e| e.to_string())?;
+    let settings = users.get(&request.user);
+    let plan = plan::plan_with(&catalog, settings, &request, &args.namespace).map_err(|e| e.to_string())?;
     let answer = crate::api::SpawnAnswer::new(&plan, plan.objects.clone(), true);
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?,

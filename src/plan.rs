@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::Catalog;
 use crate::naming;
-use crate::profile::{Choice, PodVolumes, Requester, ResolveError, Resolved, pod_volumes, quantity_value};
+use crate::profile::{
+    Choice, PodVolumes, Profile, Requester, ResolveError, Resolved, UserSettings, pod_volumes, quantity_value,
+};
 use crate::python;
 use crate::template::{self, ContextInput, TemplateError};
 
@@ -125,6 +127,10 @@ pub enum PlanError {
     InvalidRequest { field: &'static str, message: String },
     #[error("profile {profiles}: {message}")]
     Volume { profiles: String, message: String },
+    #[error(
+        "your saved settings (ConfigMap {configmap}) cannot be read: {message}; save your choices again on the spawn page, or ask an admin to fix or delete that ConfigMap"
+    )]
+    UserSettings { configmap: String, message: String },
 }
 
 /// Everything a spawn will do, before anything touches the cluster.
@@ -142,6 +148,8 @@ pub struct Plan {
     service_objects: Vec<std::ops::Range<usize>>,
     #[serde(skip)]
     volumes: PodVolumes,
+    #[serde(skip)]
+    env_from: Vec<Value>,
 }
 
 /// JSP's memory limit in bytes for `MEM_LIMIT` (`get_mem_limit`): a `Ti`/`Gi`/`Mi`/`Ki`
@@ -173,6 +181,8 @@ pub struct PodSettings {
     pub volumes: Vec<Value>,
     /// The notebook container's mounts of `volumes`.
     pub volume_mounts: Vec<Value>,
+    /// The notebook container's `envFrom`: the user's secret env (JSP's `-envs` Secret).
+    pub env_from: Vec<Value>,
     pub gpu: u32,
 }
 
@@ -203,6 +213,7 @@ impl Plan {
             labels,
             volumes: self.volumes.volumes.clone(),
             volume_mounts: self.volumes.mounts.clone(),
+            env_from: self.env_from.clone(),
             gpu: self.profile.gpu,
         }
     }
@@ -256,8 +267,24 @@ impl Plan {
     }
 }
 
-/// Resolves the profile and renders every service template for one notebook server.
+/// Resolves the profile and renders every service template for one notebook server, for a
+/// user without saved settings; see [`plan_with`].
 pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) -> Result<Plan, PlanError> {
+    plan_with(catalog, None, request, default_namespace)
+}
+
+/// The name JSP gave the user's settings when it merged them as the last profile.
+pub const USER_SETTINGS_PROFILE: &str = "@singleuser@";
+
+/// Resolves the profile and renders every service template for one notebook server. `settings`
+/// are the user's own (JSP's spawn page), read from `default_namespace`: their GPU count and
+/// env merge as the last profile, and their size and image apply when the request names none.
+pub fn plan_with(
+    catalog: &Catalog,
+    settings: Option<&UserSettings>,
+    request: &SpawnRequest,
+    default_namespace: &str,
+) -> Result<Plan, PlanError> {
     if request.user.trim().is_empty() {
         return Err(PlanError::InvalidRequest {
             field: "user",
@@ -276,12 +303,37 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
     }
     let owner = Owner { user: request.user.clone(), server: request.server.clone(), namespace };
     let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
+    let settings = settings.filter(|s| !s.is_empty());
+    let presets = match settings.and_then(|s| s.presets.clone()).transpose() {
+        Ok(presets) => presets.unwrap_or_default(),
+        Err(message) => {
+            return Err(PlanError::UserSettings {
+                configmap: crate::profile::settings_configmap_name(&request.user),
+                message,
+            });
+        }
+    };
+    // The user's env ConfigMap is in this service's namespace; a notebook elsewhere cannot
+    // refer to it, so it gets the values themselves (and no reference to the Secret).
+    let same_namespace = owner.namespace == default_namespace;
+    let personal = settings.map(|s| Profile {
+        name: Some(USER_SETTINGS_PROFILE.to_owned()),
+        gpu: presets.gpu,
+        env: s.env(&request.user, !same_namespace),
+        ..Profile::default()
+    });
+    let env_from = match settings {
+        Some(s) if same_namespace => s.env_from(&request.user),
+        _ => Vec::new(),
+    };
+    let image = request.image.clone().or(presets.last_selected_image);
     let choice = Choice {
         profile: request.profile.clone(),
-        size: request.size.clone(),
+        size: request.size.clone().or(presets.last_selected_size),
         options: request.options.clone(),
+        personal,
     };
-    let profile = catalog.profiles().resolve(&who, request.image.as_deref(), &choice)?;
+    let profile = catalog.profiles().resolve(&who, image.as_deref(), &choice)?;
     let volumes = pod_volumes(&profile.volumes, &profile.default_mount_path)
         .map_err(|e| PlanError::Volume { profiles: profile.profiles.join(", "), message: e.message })?;
 
@@ -299,7 +351,7 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
             username: &request.user,
             server: &request.server,
             namespace: &owner.namespace,
-            image: request.image.as_deref().unwrap_or_default(),
+            image: image.as_deref().unwrap_or_default(),
             profile: profile.slug.as_deref().unwrap_or_default(),
             size: profile.size.as_deref().unwrap_or_default(),
             configuration: &service.configuration,
@@ -329,7 +381,7 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
         }
         service_objects.push(first..objects.len());
     }
-    Ok(Plan { owner, cluster_name, profile, objects, service_env, service_objects, volumes })
+    Ok(Plan { owner, cluster_name, profile, objects, service_env, service_objects, volumes, env_from })
 }
 
 /// Namespace and labels on a rendered object; the service's own labels first, ours win.
@@ -591,6 +643,94 @@ profiles:
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let err = plan(&catalog, &request("eve"), "ns").unwrap_err();
         assert!(matches!(err, PlanError::ServiceWithoutResources { ref service } if service == "s"), "{err}");
+    }
+
+    fn settings(presets: &str, envs: &[(&str, &str)]) -> UserSettings {
+        UserSettings {
+            presets: Some(crate::profile::parse_presets(presets)),
+            envs: (!envs.is_empty())
+                .then(|| envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        }
+    }
+
+    fn gpu_catalog() -> Catalog {
+        let profiles = "profiles:\n- name: gpu\n  gpu: 1\n  env: [{name: A_PROFILE, value: p}]\nsizes:\n- name: Small\n  resources: {limits: {cpu: '1', memory: 1Gi}}\n- name: Large\n  resources: {limits: {cpu: '4', memory: 4Gi}}\ngpuTypes:\n- {type: t4, node_tolerations: [{key: gpu, operator: Exists}]}\n";
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
+        }];
+        Catalog::build(&ProfileSelector::default(), &sources, None)
+    }
+
+    #[test]
+    fn the_users_settings_merge_last_within_what_a_user_may_choose() {
+        let catalog = gpu_catalog();
+        let saved = settings(
+            "gpu: 2\nlast_selected_size: Large\nresources: {limits: {cpu: '64'}}\n",
+            &[("Z_MINE", "1"), ("B_MINE", "2")],
+        );
+        let plan = plan_with(&catalog, Some(&saved), &request("eve"), "ns").unwrap();
+        assert_eq!(plan.profile.profiles, ["gpu", USER_SETTINGS_PROFILE]);
+        assert_eq!(plan.profile.gpu, 2, "the user's GPU count overrides the profile's");
+        assert_eq!(plan.profile.size.as_deref(), Some("Large"), "the saved size applies");
+        assert_eq!(plan.profile.resources.limits["cpu"], "4", "but never the user's own resources");
+        let env = plan.environment(&plan.objects);
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(names, ["A_PROFILE", "B_MINE", "Z_MINE", MEM_LIMIT_ENV, USER_NAME_ENV]);
+        let cm = crate::profile::envs_configmap_name("eve");
+        assert_eq!(env["B_MINE"], json!({"valueFrom": {"configMapKeyRef": {"name": cm, "key": "B_MINE"}}}));
+        assert_eq!(plan.pod().env_from, [json!({"secretRef": {"name": cm, "optional": true}})]);
+        // A size in the request wins over the saved one.
+        let sized = SpawnRequest { size: Some("Small".into()), ..request("eve") };
+        assert_eq!(
+            plan_with(&catalog, Some(&saved), &sized, "ns").unwrap().profile.size.as_deref(),
+            Some("Small")
+        );
+    }
+
+    #[test]
+    fn jsps_string_zero_switches_a_profiles_gpu_off_and_a_number_zero_keeps_it() {
+        let catalog = gpu_catalog();
+        let gpu = |presets: &str| {
+            plan_with(&catalog, Some(&settings(presets, &[])), &request("eve"), "ns").unwrap().pod().gpu
+        };
+        assert_eq!(gpu("gpu: '0'\n"), 0, "JSP's first-save default");
+        assert_eq!(gpu("gpu: 0\n"), 1, "an explicit 0 from the UI keeps the profile's");
+        assert_eq!(gpu("last_selected_size: ''\n"), 1);
+        assert_eq!(plan(&catalog, &request("eve"), "ns").unwrap().pod().gpu, 1, "no settings at all");
+        let pod = plan_with(&catalog, Some(&settings("gpu: 3\n", &[])), &request("eve"), "ns").unwrap().pod();
+        assert_eq!((pod.gpu, pod.resources.limits[crate::profile::GPU_RESOURCE].as_str()), (3, "3"));
+        assert_eq!(pod.tolerations, [json!({"key": "gpu", "operator": "Exists"})]);
+    }
+
+    #[test]
+    fn a_notebook_in_another_namespace_gets_the_users_env_values() {
+        let saved = settings("", &[("MINE", "value")]);
+        let elsewhere = SpawnRequest { namespace: Some("notebooks".into()), ..request("eve") };
+        let plan = plan_with(&gpu_catalog(), Some(&saved), &elsewhere, "ns").unwrap();
+        assert_eq!(plan.environment(&plan.objects)["MINE"], json!("value"));
+        assert!(plan.pod().env_from.is_empty(), "the Secret is in the service's namespace");
+    }
+
+    #[test]
+    fn saved_image_applies_when_the_request_names_none_and_broken_settings_refuse() {
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(
+                crate::profile::PROFILES_KEY.to_owned(),
+                "profiles:\n- name: cuda\n  images: ['cuda:1']\n  gpu: 1\n".to_owned(),
+            )]
+            .into(),
+        }];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let saved = settings("last_selected_image: cuda:1\n", &[]);
+        assert_eq!(plan_with(&catalog, Some(&saved), &request("eve"), "ns").unwrap().profile.gpu, 1);
+        let broken = settings("gpu: many\n", &[]);
+        let err = plan_with(&catalog, Some(&broken), &request("eve"), "ns").unwrap_err();
+        assert!(matches!(err, PlanError::UserSettings { .. }), "{err}");
+        assert!(err.to_string().contains("jupyterhub-singleuser-profile-eve"), "{err}");
     }
 
     #[test]

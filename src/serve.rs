@@ -109,7 +109,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             )
         }
         None => {
-            let catalog = args.folders.load(&selector)?;
+            let (catalog, users) = args.folders.load(&selector)?;
             for problem in catalog.problems() {
                 tracing::warn!("{problem}");
             }
@@ -130,7 +130,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 );
             }
             let namespace = args.namespace.clone().unwrap_or_else(|| "default".to_owned());
-            (watch::fixed(catalog, source), namespace, None, None)
+            (watch::fixed(catalog, users, source), namespace, None, None)
         }
     };
 

@@ -147,6 +147,12 @@ impl From<PlanError> for ApiError {
                 api.body.key = Some(key.clone());
                 api
             }
+            PlanError::UserSettings { ref configmap, .. } => {
+                let mut api =
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_settings", err.to_string());
+                api.body.configmap = Some(configmap.clone());
+                api
+            }
             PlanError::Volume { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_volume", err.to_string())
             }

@@ -54,8 +54,16 @@ impl AppState {
         if snapshot.loaded { Ok(snapshot.catalog.clone()) } else { Err(ApiError::not_ready()) }
     }
 
+    /// Plans with the catalog and the user's saved settings as they are now (no API call).
     fn plan(&self, request: &SpawnRequest) -> Result<Plan, ApiError> {
-        Ok(plan::plan(&*self.catalog()?, request, &self.namespace)?)
+        let (catalog, users) = {
+            let snapshot = self.snapshot.borrow();
+            if !snapshot.loaded {
+                return Err(ApiError::not_ready());
+            }
+            (snapshot.catalog.clone(), snapshot.users.clone())
+        };
+        Ok(plan::plan_with(&catalog, users.get(&request.user), request, &self.namespace)?)
     }
 }
 
@@ -288,6 +296,7 @@ pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         "watch_error": snapshot.watch_error,
         "profile_configmaps": snapshot.catalog.profile_sources().collect::<Vec<_>>(),
         "templates": snapshot.catalog.template_count(),
+        "user_settings": snapshot.users.len(),
         "problems": snapshot.catalog.problems(),
     });
     respond(&headers, StatusCode::OK, &body)

@@ -4,6 +4,7 @@
 //! their ConfigMaps to [`Catalog::build`]. A ConfigMap that fails to parse keeps its last good
 //! version serving and its error is kept for the status endpoint, the log and a metric.
 
+pub mod users;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::profile::{self, PROFILES_KEY, ProfileDoc, ProfileSet};
 use crate::template::Template;
+pub use users::UserIndex;
 
 /// A ConfigMap as the catalog sees it: a name, labels and text data.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -99,13 +101,18 @@ pub struct Catalog {
 impl Catalog {
     /// Builds a snapshot from every ConfigMap currently known, reusing what `previous` already
     /// parsed from identical text and keeping its good versions where the new text is broken.
+    /// Users' settings ConfigMaps are skipped: they go to a [`UserIndex`].
     pub fn build<'a>(
         selector: &ProfileSelector,
         configmaps: impl IntoIterator<Item = &'a ConfigMapSource>,
         previous: Option<&Catalog>,
     ) -> Catalog {
-        let by_name: BTreeMap<&str, &ConfigMapSource> =
-            configmaps.into_iter().map(|cm| (cm.name.as_str(), cm)).collect();
+        // Users' settings are no part of it (see `UserIndex`).
+        let by_name: BTreeMap<&str, &ConfigMapSource> = configmaps
+            .into_iter()
+            .filter(|cm| !users::is_user_settings(selector, cm))
+            .map(|cm| (cm.name.as_str(), cm))
+            .collect();
 
         // Base ConfigMap first, then the labelled ones sorted by name (JSP's order).
         let mut profile_cms: Vec<&ConfigMapSource> =

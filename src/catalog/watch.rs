@@ -11,7 +11,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use super::{Catalog, ConfigMapSource, ProfileSelector};
+use super::users::is_user_settings;
+use super::{Catalog, ConfigMapSource, ProfileSelector, UserIndex};
 use crate::metrics::Metrics;
 use crate::plan::{MANAGED_BY, MANAGED_BY_LABEL};
 
@@ -19,6 +20,8 @@ use crate::plan::{MANAGED_BY, MANAGED_BY_LABEL};
 #[derive(Clone, Default)]
 pub struct Snapshot {
     pub catalog: Arc<Catalog>,
+    /// Users' own settings; changes here never rebuild the catalog.
+    pub users: Arc<UserIndex>,
     /// True once the first full list arrived (or the folders were read).
     pub loaded: bool,
     /// The last watch error, cleared when the watch delivers again.
@@ -28,15 +31,23 @@ pub struct Snapshot {
 }
 
 /// Builds the snapshot of a folder source once.
-pub fn fixed(catalog: Catalog, source: String) -> watch::Receiver<Snapshot> {
-    watch::channel(Snapshot { catalog: Arc::new(catalog), loaded: true, watch_error: None, source }).1
+pub fn fixed(catalog: Catalog, users: UserIndex, source: String) -> watch::Receiver<Snapshot> {
+    let snapshot = Snapshot {
+        catalog: Arc::new(catalog),
+        users: Arc::new(users),
+        loaded: true,
+        watch_error: None,
+        source,
+    };
+    watch::channel(snapshot).1
 }
 
 /// Starts watching `namespace` and returns the receiving end of the snapshots.
 ///
 /// Every ConfigMap not written by this service is watched, because template ConfigMaps carry no
 /// label of ours; the owner ConfigMaps this service creates per notebook are excluded so that a
-/// spawn storm does not rebuild the catalog.
+/// spawn storm does not rebuild the catalog. Users' settings ConfigMaps (JSP's
+/// `jupyterhub-singleuser-profile-<user>`) update the user index alone.
 pub fn start(
     client: Client,
     namespace: &str,
@@ -63,17 +74,30 @@ pub fn start(
                     false
                 }
                 Ok(Event::InitDone) => {
-                    known = listing.take().unwrap_or_default();
+                    let all = listing.take().unwrap_or_default();
+                    let (users, _) = UserIndex::split(&selector, all.values());
+                    tx.send_modify(|s| s.users = Arc::new(users));
+                    known = all.into_iter().filter(|(_, cm)| !is_user_settings(&selector, cm)).collect();
                     true
                 }
                 Ok(Event::Apply(cm)) => {
                     let cm = source_of(cm);
-                    known.insert(cm.name.clone(), cm);
-                    true
+                    if is_user_settings(&selector, &cm) {
+                        tx.send_modify(|s| {
+                            Arc::make_mut(&mut s.users).apply(&cm);
+                            s.watch_error = None;
+                        });
+                        // It may have been a profile source until its label went.
+                        known.remove(&cm.name).is_some()
+                    } else {
+                        known.insert(cm.name.clone(), cm);
+                        true
+                    }
                 }
                 Ok(Event::Delete(cm)) => {
-                    known.remove(&source_of(cm).name);
-                    true
+                    let name = source_of(cm).name;
+                    tx.send_modify(|s| Arc::make_mut(&mut s.users).remove(&name));
+                    known.remove(&name).is_some()
                 }
                 Err(err) => {
                     metrics.watch_errors.inc();

@@ -68,8 +68,9 @@ pub fn merge(profiles: &[&Profile], size: Option<&Size>, gpu_types: &[Value]) ->
         resolved.max_resources.extend(profile.max_resources.clone());
         tolerations.extend(profile.node_tolerations.iter().cloned());
         node_affinity.extend(profile.node_affinity.clone());
-        // JSP: `if profile2.get("gpu")`, so a later `gpu: 0` does not undo an earlier request.
-        if let Some(gpu) = profile.gpu.filter(|&g| g > 0) {
+        // JSP: `if profile2.get("gpu")`, so a later `gpu: 0` does not undo an earlier request
+        // (`model::jsp_gpu`).
+        if let Some(gpu) = profile.gpu {
             resolved.gpu = gpu;
         }
         resolved.volumes.extend(profile.volumes.iter().cloned());

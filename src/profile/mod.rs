@@ -26,6 +26,7 @@ mod model;
 mod options;
 mod resources;
 mod set;
+mod user_settings;
 mod volumes;
 
 pub use file::{PROFILES_KEY, ProfileDoc, ProfileFileError, parse_doc};
@@ -35,6 +36,10 @@ pub use model::{DEFAULT_WAIT, Profile, Service, Size, TemplateRef, Wait, WaitTim
 pub use options::OptionSpec;
 pub use resources::{GPU_RESOURCE, Quantities, ResourceSpec, Resources, quantity_value};
 pub use set::{Choice, ProfileChoice, ProfileSet, ResolveError};
+pub use user_settings::{
+    ENVS_SUFFIX, Presets, SETTINGS_KEY, SETTINGS_PREFIX, SettingsPart, UserSettings, envs_configmap_name,
+    parse_presets, settings_configmap_name, settings_owner,
+};
 pub use volumes::{DEFAULT_MOUNT_PATH, PodVolumes, VolumeError, pod_volumes};
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub struct Profile {
     pub node_tolerations: Vec<Value>,
     #[serde(default, deserialize_with = "nullable")]
     pub node_affinity: Map<String, Value>,
+    /// The GPU count this profile sets; `None` keeps the earlier profiles' (JSP's truthiness:
+    /// `gpu: 0` keeps it, `gpu: "0"` sets none).
     #[serde(default, deserialize_with = "gpu_count")]
     pub gpu: Option<u32>,
     #[serde(default, deserialize_with = "nullable")]
@@ -193,17 +195,39 @@ fn names<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<Vec<
     }
 }
 
-/// `gpu: 2` or JSP's string form `gpu: "2"`.
+/// `gpu: 2` or JSP's string form `gpu: "2"`, as JSP's override (see [`jsp_gpu`]).
 fn gpu_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    let Some(raw) = Option::<Value>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    let count = match &raw {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    count.map(Some).ok_or_else(|| invalid("gpu", format!("expected a whole number of GPUs, got {raw}")))
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(raw) => jsp_gpu(&raw).map_err(|e| invalid("gpu", e)),
+    }
+}
+
+/// JSP's `gpu` rule: a profile (or the user's settings) sets the GPU count when its value is
+/// truthy in Python (`if profile2.get("gpu")`), to `int(value)`; so `0`, `""` and null keep
+/// the earlier count, while the string `"0"` sets it to none. Negative counts are none.
+pub(super) fn jsp_gpu(raw: &Value) -> Result<Option<u32>, String> {
+    let clamp = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    let expected = || format!("expected a whole number of GPUs, got {raw}");
+    match raw {
+        Value::Null | Value::Bool(false) => Ok(None),
+        Value::Bool(true) => Ok(Some(1)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(0), _) => Ok(None),
+            (Some(n), _) => Ok(Some(clamp(n))),
+            (None, Some(0.0)) => Ok(None),
+            // Python's int() truncates.
+            (None, Some(f)) if f.is_finite() => Ok(Some(clamp(f.trunc() as i64))),
+            _ => Err(expected()),
+        },
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => {
+            s.trim().replace('_', "").parse::<i64>().map(|n| Some(clamp(n))).map_err(|_| expected())
+        }
+        Value::Array(a) if a.is_empty() => Ok(None),
+        Value::Object(o) if o.is_empty() => Ok(None),
+        _ => Err(expected()),
+    }
 }
 
 fn wait<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Wait>, D::Error> {

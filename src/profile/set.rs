@@ -31,6 +31,11 @@ pub struct Choice {
     pub size: Option<String>,
     /// Option values: JSON numbers, booleans and strings, or strings to parse (CLI).
     pub options: BTreeMap<String, Value>,
+    /// The user's own settings as JSP's last profile (`@singleuser@`), merged after every
+    /// matching profile and before the size; it holds only what a user may choose (their GPU
+    /// count and env).
+    #[serde(skip)]
+    pub personal: Option<Profile>,
 }
 
 /// A profile the user may pick, for launchers.
@@ -189,7 +194,8 @@ impl ProfileSet {
         choice: &Choice,
     ) -> Result<Resolved, ResolveError> {
         let slug = non_empty(choice.profile.as_deref());
-        let (profiles, slug) = self.select(who, image, slug)?;
+        let (mut profiles, slug) = self.select(who, image, slug)?;
+        profiles.extend(choice.personal.as_ref());
         let size = match non_empty(choice.size.as_deref()) {
             None => None,
             Some(name) => Some(self.find_size(name).ok_or_else(|| ResolveError::UnknownSize {

@@ -221,6 +221,18 @@ fn gpu_accepts_numbers_and_numeric_strings_only() {
 }
 
 #[test]
+fn gpu_follows_python_truthiness_as_in_jsp() {
+    let s = set("profiles:\n- gpu: 2\n- name: zero\n  gpu: 0\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 2, "a number 0 keeps the count");
+    let s = set("profiles:\n- gpu: 2\n- name: string zero\n  gpu: '0'\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 0, "a string '0' is truthy in Python");
+    let s = set("profiles:\n- gpu: 2\n- {gpu: ''}\n- {gpu: null}\n- {gpu: false}\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 2);
+    let s = set("profiles:\n- {gpu: true}\n- {gpu: 1.9}\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 1, "int(1.9)");
+}
+
+#[test]
 fn a_single_image_string_is_a_one_image_list() {
     let doc = parse("profiles:\n- images: s2i-spark-notebook:3.6\n").unwrap();
     assert_eq!(doc.profiles[0].images, vec!["s2i-spark-notebook:3.6"]);

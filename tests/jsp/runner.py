@@ -16,9 +16,9 @@ files both sides read, as `render --profiles` reads a folder):
     - id: small                 # the scenario is named <case>/<id>
       user: eje@redhat.com      # JupyterHub user name
       image: s2i-spark-minimal-notebook:3.6
-      size: Small               # optional: JSP: the user's last_selected_size; ours: --size
-      gpu: 1                    # optional: the user's GPU choice (JSP's spawn page); ours: no input
-      user_env: [{name: A, value: b}]  # optional: the user's own env (JSP's spawn page); ours: no input
+      size: Small               # optional: the user's last_selected_size (JSP's spawn page)
+      gpu: 1                    # optional: the user's GPU choice (JSP's spawn page)
+      user_env: [{name: A, value: b}]  # optional: the user's own env (JSP's spawn page)
       ui: false                 # optional: no spawn-page posts: the folder holds the user's ConfigMaps
       namespace: opendatahub    # optional (default opendatahub)
 """
@@ -69,12 +69,14 @@ def run_jsp(scenarios: list[dict], python: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def run_ours(scenario: dict, binary: str, empty: str) -> dict:
-    args = [binary, "render", "--profiles", scenario["dir"], "--templates", empty,
+def run_ours(scenario: dict, binary: str, work: Path, user_configmaps: list[dict]) -> dict:
+    """`render` on the case's folder plus the user's settings ConfigMaps JSP's spawn page wrote
+    (the size and GPU come from there, as in JSP: no --size)."""
+    work.mkdir()
+    (work / "user-settings.yaml").write_text(yaml.safe_dump_all(user_configmaps, sort_keys=False))
+    args = [binary, "render", "--profiles", scenario["dir"], "--templates", str(work),
             "--user", scenario["user"], "--image", scenario["image"], "--namespace", scenario["namespace"],
             "-o", "json"]
-    if scenario.get("size") is not None:
-        args += ["--size", str(scenario["size"])]
     env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error"}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     stderr = proc.stderr.strip()
@@ -350,8 +352,10 @@ def main() -> int:
         return 1
     table = yaml.safe_load(Path(args.table).read_text()) or {}
     jsp_results = run_jsp(scenarios, args.jsp_python)
-    with tempfile.TemporaryDirectory(prefix="jsp-empty-") as empty:
-        ours_results = {s["key"]: run_ours(s, args.binary, empty) for s in scenarios}
+    with tempfile.TemporaryDirectory(prefix="jsp-ours-") as top:
+        ours_results = {s["key"]: run_ours(s, args.binary, Path(top, f"s{i}"),
+                                           jsp_results[s["key"]].get("user_configmaps") or [])
+                        for i, s in enumerate(scenarios)}
     if args.dump:
         Path(args.dump).write_text(json.dumps(
             {s["key"]: {"jsp": jsp_results[s["key"]], "ours": ours_results[s["key"]]} for s in scenarios},

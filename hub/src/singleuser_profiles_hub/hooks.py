@@ -596,6 +596,14 @@ def _apply_pod(spawner: Any, pod: Mapping[str, Any], kube: bool, log: Any) -> No
     _extend(spawner, "volumes", volumes)
     _extend(spawner, "volume_mounts", mounts)
 
+    # The user's secret env (JSP's `-envs` Secret), by reference.
+    env_from = [e for e in pod.get("env_from") or [] if isinstance(e, Mapping)]
+    if env_from and _has(spawner, "extra_container_config"):
+        config = dict(spawner.extra_container_config or {})
+        known = list(config.get("envFrom") or [])
+        config["envFrom"] = known + [e for e in env_from if e not in known]
+        spawner.extra_container_config = config
+
 
 def _extend(spawner: Any, trait: str, items: list[Any]) -> None:
     if items and _has(spawner, trait):

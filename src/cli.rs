@@ -277,8 +277,11 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
         args.paths
     };
     let cms = catalog::load_paths(&paths).map_err(|e| e.to_string())?;
-    let catalog = Catalog::build(&args.selector.selector()?, &cms, None);
+    let selector = args.selector.selector()?;
+    let (users, rest) = UserIndex::split(&selector, &cms);
+    let catalog = Catalog::build(&selector, rest, None);
     let mut problems: Vec<String> = catalog.problems().iter().map(ToString::to_string).collect();
+    problems.extend(users.problems());
     problems.extend(plan::lint(&catalog));
     if problems.is_empty() {
         println!(

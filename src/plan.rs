@@ -449,37 +449,55 @@ pub fn dashboard_url(object: &Value) -> Option<String> {
     Some(format!("{scheme}://{host}{path}"))
 }
 
-/// Renders every profile a user can pick, as `validate` does for an admin's CI: a template
-/// with an unknown variable or invalid YAML is found before any user presses Start.
+/// Renders every profile for every image it names, as `validate` does for an admin's CI: a
+/// spawn that would fail (a template with an unknown variable or invalid YAML, a missing
+/// template, an invalid volume, a service without templates) is found before any user presses
+/// Start. Each request is made for a user the profile admits; slugged profiles are picked by
+/// their slug, the others (every JSP profile) apply by image and user. Every message names the
+/// profile, the image and what failed (the template's ConfigMap, key and line).
 pub fn lint(catalog: &Catalog) -> Vec<String> {
-    let mut problems = Vec::new();
-    let slugged: Vec<_> = catalog.profiles().profiles().iter().filter(|p| p.slug.is_some()).collect();
-    let mut requests: Vec<(String, SpawnRequest)> = slugged
-        .iter()
-        .map(|p| {
-            let slug = p.slug.clone().unwrap_or_default();
-            let user = p.users.iter().find(|u| *u != "*").cloned().unwrap_or_else(|| "lint-user".into());
-            // A concrete image the profile matches: its first entry, globs made concrete.
-            let image = p.images.first().map(|i| i.replace('*', "lint").replace('?', "x"));
+    let profiles = catalog.profiles().profiles();
+    let mut requests: Vec<(String, SpawnRequest)> = Vec::new();
+    for (index, profile) in profiles.iter().enumerate() {
+        let name = profile.label().map_or_else(|| format!("profiles[{index}]"), |n| format!("`{n}`"));
+        let user = profile.users.iter().find(|u| *u != "*").cloned().unwrap_or_else(|| "lint-user".into());
+        // A concrete image for each entry, globs made concrete; no images: any image.
+        let images: Vec<Option<String>> = if profile.images.is_empty() {
+            vec![None]
+        } else {
+            profile.images.iter().map(|i| Some(i.replace('*', "lint").replace('?', "x"))).collect()
+        };
+        for image in images {
             let request = SpawnRequest {
-                user,
-                groups: p.groups.clone(),
-                image,
-                profile: Some(slug.clone()),
+                user: user.clone(),
+                groups: profile.groups.clone(),
+                image: image.clone(),
+                profile: profile.slug.clone(),
                 ..SpawnRequest::default()
             };
-            (format!("profile `{slug}`"), request)
-        })
-        .collect();
-    if slugged.is_empty() {
-        requests.push((
-            "the default profile".into(),
-            SpawnRequest { user: "lint-user".into(), ..SpawnRequest::default() },
-        ));
+            if requests.iter().any(|(_, r)| *r == request) {
+                continue;
+            }
+            let image = image.map_or_else(|| "any image".to_owned(), |i| format!("image {i}"));
+            requests.push((format!("profile {name} ({image}, user {}", request.user), request));
+        }
     }
+    let mut problems: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (what, request) in requests {
         if let Err(err) = plan(catalog, &request, "lint") {
-            problems.push(format!("{what} does not render: {err}"));
+            // Profiles merged into the same request fail the same way: say it once.
+            if seen.insert(err.to_string()) {
+                let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
+                let choice = Choice { profile: request.profile.clone(), ..Choice::default() };
+                let merged = match catalog.profiles().resolve(&who, request.image.as_deref(), &choice) {
+                    Ok(resolved) if resolved.profiles.len() > 1 => {
+                        format!(", merged with {}", resolved.profiles.join(", "))
+                    }
+                    _ => String::new(),
+                };
+                problems.push(format!("{what}{merged}) does not render: {err}"));
+            }
         }
     }
     problems
@@ -767,6 +785,49 @@ profiles:
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let problems = lint(&catalog);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("profile `ray`") && problems[0].contains("tpl"), "{problems:?}");
+        // The JSP-style `globals` request merges the default `Ray`, whose template is missing.
+        assert!(
+            problems[0].starts_with(
+                "profile `globals` (any image, user lint-user, merged with globals, Ray) does not render"
+            ),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("template ConfigMap tpl key `rc.yaml`"), "{problems:?}");
+    }
+
+    #[test]
+    fn lint_renders_jsp_profiles_for_every_image_they_name() {
+        // JSP profiles have no slug: the broken template only renders for the second image.
+        let profiles = "profiles:\n- name: Spark\n  images: ['spark:1', 'spark:2']\n  users: [eje]\n  services:\n    s:\n      resources: [{name: tpl, path: ok.yaml}]\n- name: Spark 2\n  images: ['spark:2']\n  services:\n    t:\n      resources: [{name: tpl, path: typo.yaml}]\n- name: volumes\n  images: ['vol:1']\n  volumes: [{name: a.b, persistentVolumeClaim: {claimName: c}}]\n";
+        let ok = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n";
+        let typo =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: t\ndata:\n  a: '{{ worker_memroy }}'\n";
+        let sources = [
+            ConfigMapSource {
+                name: "jupyter-singleuser-profiles".into(),
+                labels: Default::default(),
+                data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
+            },
+            ConfigMapSource {
+                name: "tpl".into(),
+                labels: Default::default(),
+                data: [("ok.yaml".to_owned(), ok.to_owned()), ("typo.yaml".to_owned(), typo.to_owned())]
+                    .into(),
+            },
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let problems = lint(&catalog);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(
+                "profile `Spark` (image spark:2, user eje, merged with Spark, Spark 2) does not render"
+            ),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0].contains("template ConfigMap tpl key typo.yaml line 6")
+                && problems[0].contains("worker_memroy")
+        );
+        assert!(problems[1].starts_with("profile `volumes` (image vol:1"), "{problems:#?}");
     }
 }

@@ -166,7 +166,7 @@ impl Catalog {
                 let what = if by_name.contains_key(cm_name.as_str()) {
                     format!("template ConfigMap {cm_name} has no key `{key}`")
                 } else {
-                    format!("template ConfigMap {cm_name} does not exist")
+                    format!("template ConfigMap {cm_name} (key `{key}`) does not exist")
                 };
                 problems.push(ConfigProblem {
                     configmap: cm_name.clone(),

@@ -73,6 +73,20 @@ impl UserIndex {
         self.users.get(&naming::escape_user(user)).map(|s| &**s)
     }
 
+    /// A message for every user's presets that do not parse.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .users
+            .iter()
+            .filter_map(|(user, settings)| {
+                let Some(Err(message)) = &settings.presets else { return None };
+                Some(format!("ConfigMap {}{user}: {message}", crate::profile::SETTINGS_PREFIX))
+            })
+            .collect();
+        problems.sort();
+        problems
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }
@@ -129,6 +143,7 @@ mod tests {
         );
         let broken = index.get("bob").unwrap().presets.clone().unwrap().unwrap_err();
         assert!(broken.starts_with("key `profile`: gpu:"), "{broken}");
+        assert_eq!(index.problems(), [format!("ConfigMap jupyterhub-singleuser-profile-bob: {broken}")]);
         index.apply(&cm("jupyterhub-singleuser-profile-alice-envs", &[("X", "y")]));
         index.remove("jupyterhub-singleuser-profile-alice");
         assert!(index.get("alice").unwrap().presets.is_none());

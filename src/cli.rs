@@ -145,7 +145,11 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
-    /// Seconds to drain in-flight requests after SIGTERM.
+    /// Seconds between SIGTERM and closing the listener: readiness is false meanwhile, so load
+    /// balancers stop sending work before connections are refused.
+    #[arg(long, env = "SUP_SHUTDOWN_DELAY", default_value_t = 5)]
+    pub shutdown_delay: u64,
+    /// Seconds to drain in-flight requests after the listener closed.
     #[arg(long, env = "SUP_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub config_reloads: Counter,
     pub config_loaded: Gauge,
     pub watch_errors: Counter,
+    pub lifecycle_errors: Counter,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -74,6 +75,12 @@ impl Default for Metrics {
             "ConfigMap watch errors (the last good snapshot keeps serving)",
             watch_errors.clone(),
         );
+        let lifecycle_errors = Counter::default();
+        registry.register(
+            "lifecycle_errors",
+            "Failed adoptions, reaps and stray-cluster sweeps (each is retried)",
+            lifecycle_errors.clone(),
+        );
         Self {
             requests,
             spawn_seconds,
@@ -82,6 +89,7 @@ impl Default for Metrics {
             config_reloads,
             config_loaded,
             watch_errors,
+            lifecycle_errors,
             registry: std::sync::Arc::new(registry),
         }
     }

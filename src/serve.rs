@@ -99,7 +99,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 grace: Duration::from_secs(args.orphan_grace),
                 interval: Duration::from_secs(args.reap_interval.max(1)),
             };
-            let (owners, _lifecycle) = lifecycle::start(client.clone(), &namespace, reaping);
+            let (owners, _lifecycle) = lifecycle::start(client.clone(), &namespace, reaping, metrics.clone());
             tracing::info!(%namespace, "cluster mode: watching ConfigMaps and applying for real");
             (
                 snapshot,
@@ -156,11 +156,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     tracing::info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "serving");
 
     let grace = Duration::from_secs(args.shutdown_grace);
+    let delay = Duration::from_secs(args.shutdown_delay);
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;
-        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining in-flight requests");
         shutting_down.store(true, Ordering::Relaxed);
+        tracing::info!(
+            delay_seconds = delay.as_secs(),
+            "shutting down: readiness is now false; still serving until the delay is over"
+        );
+        tokio::time::sleep(delay).await;
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining in-flight requests");
         let _ = drained_tx.send(());
     };
     // `into_make_service`: a connection then shares the router; serving the router itself

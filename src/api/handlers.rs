@@ -284,7 +284,9 @@ pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         "mode": if state.clusters.is_some() { "cluster" } else { "dry-run" },
         "source": snapshot.source,
         "loaded": snapshot.loaded,
-        "watch_error": snapshot.watch_error,
+        "watch_error": snapshot.watch_error.as_ref().map(|e| &e.message),
+        "watch_error_at": snapshot.watch_error.as_ref().map(|e| &e.at),
+        "ready": state.not_ready_reason().is_none(),
         "profile_configmaps": snapshot.catalog.profile_sources().collect::<Vec<_>>(),
         "templates": snapshot.catalog.template_count(),
         "problems": snapshot.catalog.problems(),
@@ -293,11 +295,9 @@ pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: profiles not loaded yet, or shutting down")
-            .into_response()
+    match state.not_ready_reason() {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response(),
     }
 }
 

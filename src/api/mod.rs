@@ -126,22 +126,15 @@ async fn count_requests(State(state): State<Arc<AppState>>, request: Request, ne
 }
 
 impl AppState {
-    /// Ready once the config is loaded, while its watch is healthy, until shutdown begins.
-    pub fn is_ready(&self) -> bool {
-        self.not_ready_reason().is_none()
-    }
-
-    pub fn not_ready_reason(&self) -> Option<String> {
-        let snapshot = self.snapshot.borrow();
+    /// Ready means loaded and not draining (kubert's rule). A failing ConfigMap watch does not
+    /// count: the last good profiles keep serving, and every replica would fail together.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            Some("shutting down".into())
-        } else if !snapshot.loaded {
-            Some("profiles are not loaded yet".into())
+            Some("shutting down")
+        } else if !self.snapshot.borrow().loaded {
+            Some("profiles are not loaded yet")
         } else {
-            snapshot
-                .watch_error
-                .as_ref()
-                .map(|e| format!("the ConfigMap watch is failing ({e}); serving the last good profiles"))
+            None
         }
     }
 }

@@ -249,3 +249,59 @@ async fn stop_and_status_in_the_dry_run_change_nothing() {
     assert_eq!(body["mode"], json!("dry-run"));
     assert_eq!(body["problems"], json!([]));
 }
+
+#[tokio::test]
+async fn readyz_names_the_reason_it_computed() {
+    let loaded = state(None);
+    let shutting_down = loaded.shutting_down.clone();
+    let app = router(loaded, Limits::default());
+    assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".to_owned()));
+    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&app, "/readyz").await.1, "not ready: shutting down");
+
+    let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
+    let app = router(AppState { snapshot: unloaded, ..state(None) }, Limits::default());
+    assert_eq!(get(&app, "/readyz").await.1, "not ready: profiles are not loaded yet");
+}
+
+/// A watch that fails once and then stays silent, as kube-runtime's watcher does when it
+/// resumes from its resourceVersion in a quiet namespace: readiness holds, status tells.
+#[tokio::test]
+async fn a_watch_error_followed_by_silence_keeps_readiness_and_shows_in_status() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher::{self, Event};
+
+    let profiles: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "jupyter-singleuser-profiles"},
+        "data": {crate::profile::PROFILES_KEY: "profiles:\n- name: globals\n"},
+    }))
+    .unwrap();
+    let events = futures::stream::iter([
+        Ok(Event::Init),
+        Ok(Event::InitApply(profiles)),
+        Ok(Event::InitDone),
+        Err(watcher::Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded)),
+    ])
+    .chain(futures::stream::pending());
+    let (tx, snapshot) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
+    let metrics = Metrics::default();
+    tokio::spawn(crate::catalog::watch::run(events, tx, ProfileSelector::default(), metrics.clone()));
+    let app = router(AppState { snapshot, metrics, ..state(None) }, Limits::default());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        let (_, text) = get(&app, "/api/v1/status").await;
+        let status: Value = serde_json::from_str(&text).unwrap();
+        if status["watch_error"].is_string() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(status["watch_error"].as_str().unwrap().contains("watch stream failed"), "{status:#}");
+    assert!(status["watch_error_at"].is_string(), "{status:#}");
+    assert_eq!((status["loaded"].clone(), status["ready"].clone()), (json!(true), json!(true)));
+    assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".to_owned()));
+    let (_, metrics) = get(&app, "/metrics").await;
+    assert!(metrics.contains("singleuser_profiles_watch_errors_total 1"), "{metrics}");
+}

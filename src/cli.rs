@@ -145,6 +145,20 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
+    /// Seconds a request body may take to arrive in full; a slower one gets a 408.
+    #[arg(long, env = "SUP_BODY_TIMEOUT", default_value_t = 10)]
+    pub body_timeout: u64,
+    /// Seconds a request head may take, counted from when the server starts waiting for it (a
+    /// kept-alive connection without a complete new request is closed after this long too).
+    #[arg(long, env = "SUP_HEADER_TIMEOUT", default_value_t = 20)]
+    pub header_timeout: u64,
+    /// Seconds a connection may sit with nothing in flight and no bytes moving (before its
+    /// first request too); keep it below --header-timeout, which bounds idle time as well.
+    #[arg(long, env = "SUP_IDLE_TIMEOUT", default_value_t = 15)]
+    pub idle_timeout: u64,
+    /// Open connections at most; past it, accepting waits until one closes.
+    #[arg(long, env = "SUP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Seconds between SIGTERM and closing the listener: readiness is false meanwhile, so load
     /// balancers stop sending work before connections are refused.
     #[arg(long, env = "SUP_SHUTDOWN_DELAY", default_value_t = 5)]

@@ -9,7 +9,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// A known method or `other` (see `api::count_requests`).
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
 }
@@ -31,6 +32,7 @@ pub struct Metrics {
     pub config_loaded: Gauge,
     pub watch_errors: Counter,
     pub lifecycle_errors: Counter,
+    pub http_connections: Gauge,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -81,6 +83,8 @@ impl Default for Metrics {
             "Failed adoptions, reaps and stray-cluster sweeps (each is retried)",
             lifecycle_errors.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register("http_connections", "Open HTTP connections", http_connections.clone());
         Self {
             requests,
             spawn_seconds,
@@ -90,6 +94,7 @@ impl Default for Metrics {
             config_loaded,
             watch_errors,
             lifecycle_errors,
+            http_connections,
             registry: std::sync::Arc::new(registry),
         }
     }

@@ -305,3 +305,61 @@ async fn a_watch_error_followed_by_silence_keeps_readiness_and_shows_in_status()
     let (_, metrics) = get(&app, "/metrics").await;
     assert!(metrics.contains("singleuser_profiles_watch_errors_total 1"), "{metrics}");
 }
+
+/// Series of `http_requests_total` in the exposition.
+fn request_series(metrics: &str) -> usize {
+    metrics.lines().filter(|l| l.starts_with("singleuser_profiles_http_requests_total{")).count()
+}
+
+#[tokio::test]
+async fn odd_methods_and_paths_cannot_grow_the_metrics() {
+    let app = app();
+    let odd =
+        |i: usize| Request::builder().method(format!("Z{i}{}", "X".repeat(200)).as_str()).uri("/healthz");
+    call(&app, odd(0).body(Body::empty()).unwrap()).await;
+    call(&app, Request::get("/no/such/path/0").body(Body::empty()).unwrap()).await;
+    let (_, before) = get(&app, "/metrics").await;
+    for i in 1..500 {
+        call(&app, odd(i).body(Body::empty()).unwrap()).await;
+        call(&app, Request::get(format!("/no/such/path/{i}")).body(Body::empty()).unwrap()).await;
+    }
+    let (_, after) = get(&app, "/metrics").await;
+    // Only the /metrics scrape itself adds a series between the two reads.
+    assert_eq!(request_series(&after), request_series(&before) + 1, "{after}");
+    assert!(after.contains(r#"method="other",route="/healthz",status="405"} 500"#), "{after}");
+    assert!(after.contains(r#"method="GET",route="other",status="404"} 500"#), "{after}");
+    assert!(!after.contains("Z1X"), "{after}");
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_a_json_408_and_the_connection_closes() {
+    let limits = Limits { body_timeout: std::time::Duration::from_millis(200), ..Limits::default() };
+    let app = router(state(None), limits);
+    let never_ends = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let request = Request::post("/api/v1/spawn")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(never_ends))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.headers()["connection"], "close");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["code"], json!("request_timeout"), "{error}");
+}
+
+#[tokio::test]
+async fn a_large_body_gets_a_json_413_before_anything_else() {
+    let limits = Limits { body_bytes: 100, ..Limits::default() };
+    let app = router(state(Some("s3cret")), limits);
+    let big = json!({"user": "a".repeat(200)}).to_string();
+    // Declared too large: refused before reading; without a length: refused at the limit.
+    let declared = Request::post("/api/v1/render").header("content-type", "application/json");
+    let (status, text) = call(&app, declared.body(Body::from(big.clone())).unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["code"], json!("body_too_large"));
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(big))]);
+    let streamed = Request::post("/api/v1/render").body(Body::from_stream(chunks)).unwrap();
+    let (status, _) = call(&app, streamed).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}

@@ -4,6 +4,7 @@
 
 mod cli;
 mod fuzz_regressions;
+mod hostile;
 mod shutdown;
 
 use singleuser_profiles_testkit::{client, process};

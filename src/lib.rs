@@ -6,6 +6,8 @@
 //! [`serve`].
 
 pub mod api;
+pub mod app;
+pub mod args;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
@@ -17,4 +19,5 @@ pub mod plan;
 pub mod profile;
 pub mod ray;
 pub mod serve;
+pub mod spawn;
 pub mod template;

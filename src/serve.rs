@@ -2,18 +2,17 @@
 //! on SIGTERM.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::Client;
 
 use crate::api::listener::{self, ConnectionLimits};
-use crate::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
-use crate::catalog::watch;
-use crate::cli::{LogFormat, Mode, ServeArgs};
-use crate::cluster::{self, Clusters};
-use crate::lifecycle::{self, Quota, Reaping};
+use crate::api::{Authenticator, HubToken, Limits, Verifier};
+use crate::app::{App, ClusterSetup};
+use crate::args::{LogFormat, Mode, ServeArgs};
+use crate::cluster;
+use crate::lifecycle::{Quota, Reaping};
 use crate::metrics::Metrics;
 
 pub fn init_tracing(format: LogFormat) {
@@ -87,7 +86,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     }
     let auth = Authenticator::new(hub_token.clone(), verifiers);
 
-    let (snapshot, namespace, clusters, owners) = match client {
+    let builder = match client {
         Some(client) => {
             if hub_token.is_none() {
                 return Err(
@@ -95,19 +94,18 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 );
             }
             let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-            let (snapshot, _watch) = watch::start(client.clone(), &namespace, selector, metrics.clone());
-            let reaping = Reaping {
-                grace: Duration::from_secs(args.orphan_grace),
-                interval: Duration::from_secs(args.reap_interval.max(1)),
-            };
-            let (owners, _lifecycle) = lifecycle::start(client.clone(), &namespace, reaping, metrics.clone());
             tracing::info!(%namespace, "cluster mode: watching ConfigMaps and applying for real");
-            (
-                snapshot,
-                namespace,
-                Some(Clusters::with_spawn_concurrency(client, args.spawn_concurrency)),
-                Some(owners),
-            )
+            let setup = ClusterSetup {
+                client,
+                selector,
+                reaping: Reaping {
+                    grace: Duration::from_secs(args.orphan_grace),
+                    interval: Duration::from_secs(args.reap_interval.max(1)),
+                },
+                quota: Quota { per_user: args.max_clusters_per_user, total: args.max_clusters },
+                spawn_concurrency: args.spawn_concurrency,
+            };
+            App::cluster(setup, &namespace)
         }
         None => {
             let catalog = args.folders.load(&selector)?;
@@ -131,27 +129,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 );
             }
             let namespace = args.namespace.clone().unwrap_or_else(|| "default".to_owned());
-            (watch::fixed(catalog, source), namespace, None, None)
+            App::dry_run(catalog, source, &namespace)
         }
     };
 
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let state = AppState {
-        snapshot,
-        clusters,
-        owners,
-        quota: Quota { per_user: args.max_clusters_per_user, total: args.max_clusters },
-        namespace,
-        auth,
-        metrics: metrics.clone(),
-        shutting_down: shutting_down.clone(),
-    };
     let limits = Limits {
         body_bytes: args.body_limit,
         body_timeout: Duration::from_secs(args.body_timeout),
         request_timeout: Duration::from_secs(args.request_timeout),
         spawn_timeout: Duration::from_secs(args.spawn_timeout),
     };
+    let app = builder.auth(auth).metrics(metrics.clone()).limits(limits).build();
     let connections = ConnectionLimits {
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
@@ -164,6 +152,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
 
     let delay = Duration::from_secs(args.shutdown_delay);
     let grace = Duration::from_secs(args.shutdown_grace);
+    let shutting_down = app.state.shutting_down.clone();
     let shutdown = async move {
         shutdown_signal().await;
         shutting_down.store(true, Ordering::Relaxed);
@@ -174,7 +163,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         tokio::time::sleep(delay).await;
         tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining in-flight requests");
     };
-    listener::serve(listener, api::router(state, limits), connections, metrics, shutdown, grace).await;
+    listener::serve(listener, app.router.clone(), connections, metrics, shutdown, grace).await;
     Ok(ExitCode::SUCCESS)
 }
 

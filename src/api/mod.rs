@@ -23,26 +23,20 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use auth::{Authenticator, Caller, HubToken, Verifier};
 pub use error::{ApiError, ErrorBody};
-pub use handlers::SpawnAnswer;
 
 use crate::catalog::watch::Snapshot;
-use crate::cluster::Clusters;
-use crate::lifecycle::{Owners, Quota};
 use crate::metrics::{Metrics, RequestLabels};
+use crate::spawn::Backend;
 
 /// The service's OpenAPI document.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 
-/// Everything handlers share. The router keeps it behind one `Arc`: axum clones the state
-/// into every request's middleware and handler, and a deep clone per request showed as
-/// ~29 KB of heap per in-flight request in a 1,000-user spawn storm.
+/// Everything handlers share, built by [`crate::app`] only. The router keeps it behind one
+/// `Arc`: axum clones the state into every request's middleware and handler, and a deep clone
+/// per request showed as ~29 KB of heap per in-flight request in a 1,000-user spawn storm.
 pub struct AppState {
     pub snapshot: watch::Receiver<Snapshot>,
-    /// `None`: the embedded dry-run mode, nothing is written anywhere.
-    pub clusters: Option<Clusters>,
-    /// The owner ConfigMaps of `namespace` (cluster mode), for quotas.
-    pub owners: Option<Owners>,
-    pub quota: Quota,
+    pub backend: Backend,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).
@@ -74,8 +68,7 @@ impl Default for Limits {
     }
 }
 
-pub fn router(state: AppState, limits: Limits) -> Router {
-    let state = Arc::new(state);
+pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
     let spawn = Router::new()
         .route("/api/v1/spawn", post(handlers::spawn))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.spawn_timeout));

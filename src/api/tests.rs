@@ -1,8 +1,6 @@
 //! The HTTP edge in the dry-run mode, driven with `oneshot`: no cluster, the repo's folders.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
 use http::{Request, StatusCode};
@@ -11,22 +9,16 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::*;
+use crate::app::{App, AppBuilder};
 use crate::catalog::{self, Catalog, ProfileSelector};
 
-fn state(hub_token: Option<&str>) -> AppState {
+/// The repo's folders in a dry run, spawning into `notebooks`.
+fn dry_run(hub_token: Option<&str>) -> AppBuilder {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cms = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
     let catalog = Catalog::build(&ProfileSelector::default(), &cms, None);
-    AppState {
-        snapshot: crate::catalog::watch::fixed(catalog, "test folders".into()),
-        clusters: None,
-        owners: None,
-        quota: Default::default(),
-        namespace: "notebooks".into(),
-        auth: Authenticator::new(hub_token.and_then(HubToken::new), vec![]),
-        metrics: Metrics::default(),
-        shutting_down: Arc::new(AtomicBool::new(false)),
-    }
+    App::dry_run(catalog, "test folders".into(), "notebooks")
+        .auth(Authenticator::new(hub_token.and_then(HubToken::new), vec![]))
 }
 
 async fn call(app: &Router, request: Request<Body>) -> (StatusCode, String) {
@@ -48,7 +40,7 @@ async fn get(app: &Router, path: &str) -> (StatusCode, String) {
 }
 
 fn app() -> Router {
-    router(state(None), Limits::default())
+    dry_run(None).build().router.clone()
 }
 
 #[tokio::test]
@@ -113,7 +105,7 @@ async fn errors_say_what_to_fix_with_a_stable_code() {
 
 #[tokio::test]
 async fn a_configured_token_is_required_and_compared_exactly() {
-    let app = router(state(Some("s3cret")), Limits::default());
+    let app = dry_run(Some("s3cret")).build().router.clone();
     let spawn = |auth: Option<&str>| {
         let mut request = Request::post("/api/v1/render").header("content-type", "application/json");
         if let Some(auth) = auth {
@@ -165,15 +157,14 @@ async fn yaml_is_answered_on_request() {
 
 #[tokio::test]
 async fn readiness_follows_loading_and_shutdown() {
-    let loaded = state(None);
-    let shutting_down = loaded.shutting_down.clone();
-    let app = router(loaded, Limits::default());
+    let loaded = dry_run(None).build();
+    let app = loaded.router.clone();
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
-    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    loaded.state.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
 
     let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
-    let app = router(AppState { snapshot: unloaded, ..state(None) }, Limits::default());
+    let app = App::from_snapshot(unloaded, "notebooks").build().router.clone();
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     let (status, err) = post(&app, "/api/v1/render", json!({"user": "a"})).await;
     assert_eq!((status, err["code"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready")));
@@ -252,15 +243,14 @@ async fn stop_and_status_in_the_dry_run_change_nothing() {
 
 #[tokio::test]
 async fn readyz_names_the_reason_it_computed() {
-    let loaded = state(None);
-    let shutting_down = loaded.shutting_down.clone();
-    let app = router(loaded, Limits::default());
+    let loaded = dry_run(None).build();
+    let app = loaded.router.clone();
     assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".to_owned()));
-    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    loaded.state.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get(&app, "/readyz").await.1, "not ready: shutting down");
 
     let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
-    let app = router(AppState { snapshot: unloaded, ..state(None) }, Limits::default());
+    let app = App::from_snapshot(unloaded, "notebooks").build().router.clone();
     assert_eq!(get(&app, "/readyz").await.1, "not ready: profiles are not loaded yet");
 }
 
@@ -287,7 +277,7 @@ async fn a_watch_error_followed_by_silence_keeps_readiness_and_shows_in_status()
     let (tx, snapshot) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
     let metrics = Metrics::default();
     tokio::spawn(crate::catalog::watch::run(events, tx, ProfileSelector::default(), metrics.clone()));
-    let app = router(AppState { snapshot, metrics, ..state(None) }, Limits::default());
+    let app = App::from_snapshot(snapshot, "notebooks").metrics(metrics).build().router.clone();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let status = loop {
@@ -334,7 +324,7 @@ async fn odd_methods_and_paths_cannot_grow_the_metrics() {
 #[tokio::test]
 async fn a_slow_body_gets_a_json_408_and_the_connection_closes() {
     let limits = Limits { body_timeout: std::time::Duration::from_millis(200), ..Limits::default() };
-    let app = router(state(None), limits);
+    let app = dry_run(None).limits(limits).build().router.clone();
     let never_ends = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
     let request = Request::post("/api/v1/spawn")
         .header("content-type", "application/json")
@@ -351,7 +341,7 @@ async fn a_slow_body_gets_a_json_408_and_the_connection_closes() {
 #[tokio::test]
 async fn a_large_body_gets_a_json_413_before_anything_else() {
     let limits = Limits { body_bytes: 100, ..Limits::default() };
-    let app = router(state(Some("s3cret")), limits);
+    let app = dry_run(Some("s3cret")).limits(limits).build().router.clone();
     let big = json!({"user": "a".repeat(200)}).to_string();
     // Declared too large: refused before reading; without a length: refused at the limit.
     let declared = Request::post("/api/v1/render").header("content-type", "application/json");

@@ -3,42 +3,35 @@
 //! the real KubeRay operator.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use singleuser_profiles::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
-use singleuser_profiles::catalog::{self, ProfileSelector, watch};
-use singleuser_profiles::cluster::{self, Clusters};
+use singleuser_profiles::api::{Authenticator, HubToken, Verifier};
+use singleuser_profiles::app::{App, ClusterSetup};
+use singleuser_profiles::catalog;
+use singleuser_profiles::cluster;
 use singleuser_profiles::lifecycle::{self, Owners, Quota, Reaping};
 use singleuser_profiles::metrics::Metrics;
 use singleuser_profiles::ray::RayCluster;
+use singleuser_profiles::spawn::Backend;
 use tower::ServiceExt;
 
-use crate::support::{User, wait_for, with_temp_ns};
+use crate::support::{User, rayclusters, wait_for, with_temp_ns};
 
 const HUB_TOKEN: &str = "hub-token-for-tests";
 const MANAGED: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
 
-/// The service as `serve` wires it in cluster mode, watching `ns`.
+/// The service as `serve` builds it in cluster mode, watching `ns`.
 struct Service {
-    router: Router,
+    app: App,
     owners: Owners,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    }
 }
 
 /// The reaper off: most tests run no notebook pods.
@@ -50,31 +43,19 @@ impl Service {
     }
 
     async fn start_with(client: &Client, ns: &str, quota: Quota, reaping: Reaping) -> Service {
-        let metrics = Metrics::default();
-        let (mut snapshot, watch_task) =
-            watch::start(client.clone(), ns, ProfileSelector::default(), metrics.clone());
+        let setup = ClusterSetup { quota, reaping, ..ClusterSetup::new(client.clone()) };
+        // User tokens (alice's, bob's) are verified the way the ODH dashboard's are.
+        let verifiers = vec![Verifier::TokenReview(client.clone())];
+        let app =
+            App::cluster(setup, ns).auth(Authenticator::new(HubToken::new(HUB_TOKEN), verifiers)).build();
+        let mut snapshot = app.state.snapshot.clone();
         tokio::time::timeout(Duration::from_secs(30), snapshot.wait_for(|s| s.loaded))
             .await
             .expect("the first ConfigMap list within 30 s")
             .expect("watch running");
-        let (owners, lifecycle_task) = lifecycle::start(client.clone(), ns, reaping, metrics.clone());
-        // User tokens (alice's, bob's) are verified the way the ODH dashboard's are.
-        let verifiers = vec![Verifier::TokenReview(client.clone())];
-        let state = AppState {
-            snapshot,
-            clusters: Some(Clusters::new(client.clone())),
-            owners: Some(owners.clone()),
-            quota,
-            namespace: ns.to_owned(),
-            auth: Authenticator::new(HubToken::new(HUB_TOKEN), verifiers),
-            metrics,
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        };
-        Service {
-            router: api::router(state, Limits::default()),
-            owners,
-            tasks: vec![watch_task, lifecycle_task],
-        }
+        let Backend::Cluster(cluster) = &app.state.backend else { unreachable!("a cluster-mode app") };
+        let owners = cluster.owners.clone();
+        Service { owners, app }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -107,7 +88,7 @@ impl Service {
             None => request.body(Body::empty()),
         }
         .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = self.app.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
@@ -158,24 +139,8 @@ async fn apply_profiles(client: &Client, ns: &str, name: &str, document: &str) {
     apply_configmaps(client, ns, &[cm]).await;
 }
 
-fn dynamic(
-    client: &Client,
-    ns: &str,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::namespaced_with(client.clone(), ns, &ar)
-}
-
-fn rayclusters(client: &Client, ns: &str) -> Api<DynamicObject> {
-    dynamic(client, ns, "ray.io", "v1", "RayCluster", "rayclusters")
-}
-
-fn ingresses(client: &Client, ns: &str) -> Api<DynamicObject> {
-    dynamic(client, ns, "networking.k8s.io", "v1", "Ingress", "ingresses")
+fn ingresses(client: &Client, ns: &str) -> Api<Ingress> {
+    Api::namespaced(client.clone(), ns)
 }
 
 /// Names of the objects this service made in `ns`: owner ConfigMaps, RayClusters, Ingresses.
@@ -185,10 +150,11 @@ async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
     for cm in Api::<ConfigMap>::namespaced(client.clone(), ns).list(&params).await.unwrap() {
         names.push(format!("ConfigMap/{}", cm.metadata.name.unwrap()));
     }
-    for (kind, api) in [("RayCluster", rayclusters(client, ns)), ("Ingress", ingresses(client, ns))] {
-        for obj in api.list(&params).await.unwrap() {
-            names.push(format!("{kind}/{}", obj.metadata.name.unwrap()));
-        }
+    for rc in rayclusters(client, ns).list(&params).await.unwrap() {
+        names.push(format!("RayCluster/{}", rc.metadata.name.unwrap()));
+    }
+    for ingress in ingresses(client, ns).list(&params).await.unwrap() {
+        names.push(format!("Ingress/{}", ingress.metadata.name.unwrap()));
     }
     names
 }
@@ -226,20 +192,20 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
         assert_eq!(owner_labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
         let user_label = owner_labels["jupyterhub.opendatahub.io/user"].clone();
 
-        for obj in [
-            rayclusters(&client, &ns).get(&cluster).await.unwrap(),
-            ingresses(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap(),
+        for metadata in [
+            rayclusters(&client, &ns).get(&cluster).await.unwrap().metadata,
+            ingresses(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap().metadata,
         ] {
-            let labels = obj.metadata.labels.clone().unwrap();
+            let labels = metadata.labels.clone().unwrap();
             assert_eq!(labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
             assert_eq!(labels["jupyterhub.opendatahub.io/user"], user_label);
-            let refs = obj.metadata.owner_references.clone().unwrap();
+            let refs = metadata.owner_references.clone().unwrap();
             assert_eq!(refs.len(), 1);
             assert_eq!((refs[0].kind.as_str(), refs[0].name.as_str()), ("ConfigMap", owner_name));
             assert_eq!(refs[0].uid, owner_uid);
         }
 
-        let rcs: Api<RayCluster> = Api::namespaced(client.clone(), &ns);
+        let rcs = rayclusters(&client, &ns);
         wait_for(Duration::from_secs(120), "HeadPodReady on the spawned RayCluster", || {
             let rcs = rcs.clone();
             let cluster = cluster.clone();
@@ -698,7 +664,7 @@ async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
         assert_eq!(status, StatusCode::OK, "{rendered:#}");
         let stray =
             rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
-        let stray: DynamicObject = serde_json::from_value(stray.clone()).unwrap();
+        let stray: RayCluster = serde_json::from_value(stray.clone()).unwrap();
         rayclusters(&client, &ns).create(&Default::default(), &stray).await.unwrap();
         wait_for(Duration::from_secs(60), "the orphan's and the stray cluster to be reaped", || async {
             let left = managed_objects(&client, &ns).await;

@@ -74,7 +74,7 @@ fn render(args: RenderArgs) -> Result<ExitCode, String> {
             let mut out = String::new();
             for object in &answer.objects {
                 out.push_str("---\n");
-                out.push_str(&serde_yaml::to_string(object).map_err(|e| e.to_string())?);
+                out.push_str(&crate::yaml::to_string(object).map_err(|e| e.to_string())?);
             }
             out.push_str("# environment:\n");
             for (name, value) in &answer.environment {

@@ -313,10 +313,8 @@ impl Clusters {
                 tracing::warn!(object = %describe(object), error = %err, "rolling back a failed spawn: delete failed");
             }
         }
-        if owner_created {
-            if let Err(err) = self.stop(owner).await {
-                tracing::warn!(owner = %owner.configmap_name(), error = %err, "rolling back a failed spawn: owner delete failed");
-            }
+        if owner_created && let Err(err) = self.stop(owner).await {
+            tracing::warn!(owner = %owner.configmap_name(), error = %err, "rolling back a failed spawn: owner delete failed");
         }
     }
 

@@ -21,3 +21,4 @@ pub mod ray;
 pub mod serve;
 pub mod spawn;
 pub mod template;
+pub mod yaml;

@@ -240,15 +240,15 @@ impl Authenticator {
                 Err(VerifierDown(why)) => down = Some(why),
             }
         }
-        if verdict.is_none() {
-            if let Some(why) = down {
-                tracing::warn!(reason = %why, "cannot verify a user token");
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    "the token cannot be verified right now (JupyterHub or Kubernetes unreachable); try again shortly",
-                ));
-            }
+        if verdict.is_none()
+            && let Some(why) = down
+        {
+            tracing::warn!(reason = %why, "cannot verify a user token");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "the token cannot be verified right now (JupyterHub or Kubernetes unreachable); try again shortly",
+            ));
         }
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {

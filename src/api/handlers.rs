@@ -31,7 +31,7 @@ fn respond<T: Serialize>(headers: &HeaderMap, status: StatusCode, body: &T) -> R
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/yaml") || v.contains("text/yaml"));
     if wants_yaml {
-        match serde_yaml::to_string(body) {
+        match crate::yaml::to_string(body) {
             Ok(text) => (status, [(header::CONTENT_TYPE, "application/yaml")], text).into_response(),
             Err(err) => ApiError::internal(&err).into_response(),
         }
@@ -259,7 +259,7 @@ pub async fn openapi_yaml() -> Response {
 }
 
 pub async fn openapi_json() -> Response {
-    match serde_yaml::from_str::<Value>(OPENAPI_YAML) {
+    match crate::yaml::from_str::<Value>(OPENAPI_YAML) {
         Ok(doc) => Json(doc).into_response(),
         Err(err) => ApiError::internal(&err).into_response(),
     }

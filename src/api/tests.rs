@@ -151,7 +151,7 @@ async fn yaml_is_answered_on_request() {
         .unwrap();
     let (status, text) = call(&app(), request).await;
     assert_eq!(status, StatusCode::OK);
-    let parsed: Value = serde_yaml::from_str(&text).unwrap();
+    let parsed: Value = crate::yaml::from_str(&text).unwrap().unwrap();
     assert_eq!(parsed["cluster"], json!("ray-alice"));
 }
 

@@ -42,10 +42,7 @@ fn render_prints_manifests_and_the_json_body_without_a_cluster() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
-    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect();
+    let objects: Vec<Value> = singleuser_profiles::yaml::documents(&text).unwrap();
     assert_eq!(objects[0]["kind"], json!("RayCluster"));
     assert_eq!(objects[0]["spec"]["workerGroupSpecs"][0]["replicas"], json!(4));
     assert!(text.contains("#   RAY_ADDRESS=ray://ray-alice-head-svc.default.svc:10001"), "{text}");

@@ -61,10 +61,7 @@ fn kustomize_into(folder: &str, namespace: &str) -> Vec<Value> {
     )
     .unwrap();
     let text = kubectl(&["kustomize", dir.path().to_str().unwrap()], None);
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    singleuser_profiles::yaml::documents(&text).unwrap()
 }
 
 fn kind_name(object: &Value) -> (&str, &str) {

@@ -6,13 +6,19 @@
 //! [`serve`].
 
 pub mod api;
+pub mod app;
+pub mod args;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
+pub mod labels;
 pub mod lifecycle;
 pub mod metrics;
 pub mod naming;
 pub mod plan;
 pub mod profile;
+pub mod ray;
 pub mod serve;
+pub mod spawn;
 pub mod template;
+pub mod yaml;

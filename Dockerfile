@@ -28,7 +28,7 @@ ENV SUP_PROFILES_DIR=/opt/singleuser-profiles/profiles \
     SUP_LOG_FORMAT=json
 # Numeric and non-root, so `runAsNonRoot` can verify it. The binary writes nothing to the
 # filesystem and needs no HOME or passwd entry: OpenShift's arbitrary UID (group 0) and a
-# read-only root filesystem work as they are (tests/cluster/deploy.rs runs it that way).
+# read-only root filesystem work as they are (tests/plane/deploy.rs runs it that way).
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/singleuser-profiles"]

@@ -15,20 +15,19 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use singleuser_profiles::catalog::{Catalog, ProfileSelector};
 use singleuser_profiles::plan::{self, Plan, SpawnRequest};
+use singleuser_profiles_testkit::client::{self, Connection};
+use singleuser_profiles_testkit::process::Service;
 
 const BIN: &str = env!("CARGO_BIN_EXE_singleuser-profiles");
 const TOKEN: &str = "bench-hub-token";
@@ -108,32 +107,25 @@ fn machine() -> String {
 // the server under test
 
 struct Server {
-    child: Child,
+    service: Service,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Server {
+    /// `serve` with `args`, through the tests' own runner; blocks until it is ready.
     fn start(args: &[&str], dir: tempfile::TempDir) -> Server {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", &addr.to_string()])
-            .args(args)
-            .current_dir(common::repo())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the server binary");
-        let server = Server { child, addr, _dir: dir };
-        server.wait_ready();
-        server
+        let mut command = Command::new(BIN);
+        command.arg("serve").args(args).current_dir(common::repo());
+        // A thread with a runtime of its own, so this works from sync and async callers alike.
+        let service = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(Service::start(command))
+        })
+        .join()
+        .expect("the server starts");
+        let addr = service.addr;
+        Server { service, addr, _dir: dir }
     }
 
     /// The defaults in dry-run mode (repo folders), or a profiles folder of `total` profiles.
@@ -149,36 +141,8 @@ impl Server {
         Server::start(&args, dir)
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
-                use std::io::{Read, Write};
-                let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                if out.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server not ready within 60 s; see its log");
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn memory(&self) -> Mem {
-        Mem::of(self.pid())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Mem::of(self.service.pid())
     }
 }
 
@@ -215,36 +179,16 @@ impl std::fmt::Display for Mem {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP client: one HTTP/1.1 keep-alive connection per worker
+// HTTP: one keep-alive connection per worker, the tests' own client
 
-struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
+type Conn = Connection;
+
+async fn post(conn: &mut Conn, path: &str, body: Bytes, token: Option<&str>) -> Res<(u16, Bytes)> {
+    let reply = conn.send(client::request("POST", path, token, Some(body))).await?;
+    Ok((reply.status.as_u16(), reply.body))
 }
 
-impl Conn {
-    async fn open(addr: SocketAddr) -> Res<Conn> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn { sender })
-    }
-
-    async fn post(&mut self, path: &str, body: Bytes, token: Option<&str>) -> Res<(u16, Bytes)> {
-        self.sender.ready().await?;
-        let mut req =
-            hyper::Request::post(path).header("host", "bench").header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("token {t}"));
-        }
-        let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
-}
+// ---------------------------------------------------------------------------------------------
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -287,7 +231,7 @@ fn memory() {
         rt.block_on(async {
             let mut c = Conn::open(server.addr).await.unwrap();
             for i in 0..100 {
-                let (status, _) = c.post("/api/v1/render", render_body(i), None).await.unwrap();
+                let (status, _) = post(&mut c, "/api/v1/render", render_body(i), None).await.unwrap();
                 assert_eq!(status, 200);
             }
         });
@@ -326,7 +270,7 @@ fn render_throughput(server: &Server, o: &Opts) {
                         let body = bodies[i % bodies.len()].clone();
                         i += concurrency;
                         let t = Instant::now();
-                        match conn.post("/api/v1/render", body, None).await {
+                        match post(&mut conn, "/api/v1/render", body, None).await {
                             Ok((200, _)) => {
                                 if record {
                                     lat.push(t.elapsed())
@@ -578,7 +522,7 @@ async fn spawn_storm(addr: SocketAddr, requests: Vec<SpawnRequest>) -> StormResu
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let t = Instant::now();
-            match conn.post("/api/v1/spawn", body, Some(TOKEN)).await {
+            match post(&mut conn, "/api/v1/spawn", body, Some(TOKEN)).await {
                 Ok((200, _)) => Ok(t.elapsed()),
                 Ok((status, body)) => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
                 Err(e) => Err(e.to_string()),
@@ -591,9 +535,8 @@ async fn spawn_storm(addr: SocketAddr, requests: Vec<SpawnRequest>) -> StormResu
 }
 
 async fn render_env(conn: &mut Conn, name: &str) -> Res<Option<String>> {
-    let (status, body) = conn
-        .post("/api/v1/render", Bytes::from(r#"{"user":"cfg-probe","profile":"ray"}"#), Some(TOKEN))
-        .await?;
+    let probe = Bytes::from(r#"{"user":"cfg-probe","profile":"ray"}"#);
+    let (status, body) = post(conn, "/api/v1/render", probe, Some(TOKEN)).await?;
     if status != 200 {
         return Err(format!("render {status}: {}", String::from_utf8_lossy(&body)).into());
     }

@@ -1,15 +1,15 @@
 //! Command line: `serve`, `render` (offline, like `helm template`) and `validate` (lint).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::Value;
+use clap::{Parser, Subcommand};
 
-use crate::catalog::{self, Catalog, ProfileSelector, UserIndex};
+use crate::args::{LogFormat, Output, RenderArgs, ServeArgs, ValidateArgs};
+use crate::catalog::{self, Catalog, UserIndex};
 use crate::plan::{self, SpawnRequest};
+use crate::spawn;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,12 +25,6 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API (watching ConfigMaps in a cluster, or a dry run from the folders).
@@ -39,172 +33,6 @@ pub enum Command {
     Render(RenderArgs),
     /// Lint ConfigMap files; exits 1 with precise messages on any problem.
     Validate(ValidateArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Mode {
-    /// Use the cluster when one is reachable, else a dry run from the folders.
-    Auto,
-    /// Watch ConfigMaps and apply for real; fail when no cluster is reachable.
-    Cluster,
-    /// Serve the folders; spawn answers without writing anything.
-    DryRun,
-}
-
-/// Where the profile ConfigMaps are found (in a cluster or among files).
-#[derive(Debug, Clone, Args)]
-pub struct SelectorArgs {
-    /// Name of the base profiles ConfigMap, read first.
-    #[arg(long, env = "SUP_PROFILES_CONFIGMAP", default_value = "jupyter-singleuser-profiles")]
-    pub profiles_configmap: String,
-    /// Label selector (key=value[,key=value]) of the other profile ConfigMaps.
-    #[arg(long, env = "SUP_PROFILES_SELECTOR", default_value = "jupyterhub=singleuser-profiles")]
-    pub profiles_selector: String,
-}
-
-impl SelectorArgs {
-    pub fn selector(&self) -> Result<ProfileSelector, String> {
-        ProfileSelector::new(&self.profiles_configmap, &self.profiles_selector)
-            .map_err(|e| format!("--profiles-selector: {e}"))
-    }
-}
-
-/// The folders of ConfigMap files used by the dry run, `render` and `validate`.
-#[derive(Debug, Clone, Args)]
-pub struct FolderArgs {
-    #[arg(long = "profiles", env = "SUP_PROFILES_DIR", default_value = "profiles")]
-    pub profiles_dir: PathBuf,
-    #[arg(long = "templates", env = "SUP_TEMPLATES_DIR", default_value = "templates")]
-    pub templates_dir: PathBuf,
-}
-
-impl FolderArgs {
-    /// The catalog of the folders' ConfigMaps, and the users' settings among them.
-    pub fn load(&self, selector: &ProfileSelector) -> Result<(Catalog, UserIndex), String> {
-        let cms =
-            catalog::load_paths(&[&self.profiles_dir, &self.templates_dir]).map_err(|e| e.to_string())?;
-        let (users, rest) = UserIndex::split(selector, &cms);
-        Ok((Catalog::build(selector, rest, None), users))
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    #[arg(long, env = "SUP_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    #[arg(long, env = "SUP_MODE", value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
-    /// Namespace to watch and to spawn into by default [default: the client's namespace].
-    #[arg(long, env = "SUP_NAMESPACE")]
-    pub namespace: Option<String>,
-    #[command(flatten)]
-    pub selector: SelectorArgs,
-    #[command(flatten)]
-    pub folders: FolderArgs,
-    /// The hub's API token (prefer --hub-token-file).
-    #[arg(long, env = "SUP_HUB_TOKEN", hide_env_values = true)]
-    pub hub_token: Option<String>,
-    /// File holding the hub's API token.
-    #[arg(long, env = "SUP_HUB_TOKEN_FILE")]
-    pub hub_token_file: Option<PathBuf>,
-    /// JupyterHub's API (e.g. `http://hub:8081/hub/api`): user tokens are verified there and
-    /// may act only for their own user.
-    #[arg(long, env = "SUP_HUB_API_URL")]
-    pub hub_api_url: Option<String>,
-    /// Verify user tokens with a Kubernetes TokenReview (the ODH dashboard's user tokens).
-    #[arg(long, env = "SUP_TOKEN_REVIEW")]
-    pub token_review: bool,
-    /// Ray clusters one user may hold at once (0: no cap).
-    #[arg(long, env = "SUP_MAX_CLUSTERS_PER_USER", default_value_t = 5)]
-    pub max_clusters_per_user: usize,
-    /// Ray clusters the service runs at once in its namespace (0: no cap).
-    #[arg(long, env = "SUP_MAX_CLUSTERS", default_value_t = 1000)]
-    pub max_clusters: usize,
-    /// Seconds a cluster may wait for its notebook pod before it is reaped (0: never reap;
-    /// for spawners that run no pods).
-    #[arg(long, env = "SUP_ORPHAN_GRACE", default_value_t = 900)]
-    pub orphan_grace: u64,
-    /// Seconds between reaper passes.
-    #[arg(long, env = "SUP_REAP_INTERVAL", default_value_t = 30)]
-    pub reap_interval: u64,
-    /// Seconds any request may take (spawn excepted).
-    #[arg(long, env = "SUP_REQUEST_TIMEOUT", default_value_t = 30)]
-    pub request_timeout: u64,
-    /// Seconds a spawn may take, waiting for the Ray head included.
-    #[arg(long, env = "SUP_SPAWN_TIMEOUT", default_value_t = 600)]
-    pub spawn_timeout: u64,
-    /// Seconds one Kubernetes API call may take before the caller gets a 503.
-    #[arg(long, env = "SUP_API_TIMEOUT", default_value_t = 10)]
-    pub api_timeout: u64,
-    /// Kubernetes API calls in flight at once; more wait their turn. A spawn makes its calls
-    /// one after another, so this matches the spawn slots: fewer made a 1,000-user storm
-    /// 1.3x slower than the same applies made directly (BENCHMARKS.md).
-    #[arg(long, env = "SUP_API_CONCURRENCY", default_value_t = crate::cluster::DEFAULT_SPAWN_CONCURRENCY)]
-    pub api_concurrency: usize,
-    /// Spawns planned and written at once; more queue (waiting for a Ray head does not count).
-    #[arg(long, env = "SUP_SPAWN_CONCURRENCY", default_value_t = crate::cluster::DEFAULT_SPAWN_CONCURRENCY)]
-    pub spawn_concurrency: usize,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
-    pub body_limit: usize,
-    /// Seconds to drain in-flight requests after SIGTERM.
-    #[arg(long, env = "SUP_SHUTDOWN_GRACE", default_value_t = 25)]
-    pub shutdown_grace: u64,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Output {
-    Yaml,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct RenderArgs {
-    #[command(flatten)]
-    pub folders: FolderArgs,
-    #[command(flatten)]
-    pub selector: SelectorArgs,
-    #[arg(long, env = "SUP_USER")]
-    pub user: String,
-    /// Comma-separated JupyterHub groups.
-    #[arg(long, env = "SUP_GROUPS", value_delimiter = ',')]
-    pub groups: Vec<String>,
-    #[arg(long, env = "SUP_IMAGE")]
-    pub image: Option<String>,
-    /// Profile slug.
-    #[arg(long, env = "SUP_PROFILE")]
-    pub profile: Option<String>,
-    #[arg(long, env = "SUP_SIZE")]
-    pub size: Option<String>,
-    /// A user option, `name=value`; repeat for more.
-    #[arg(long = "option", env = "SUP_OPTIONS", value_delimiter = ',', value_parser = parse_option)]
-    pub options: Vec<(String, Value)>,
-    /// Named server (empty: the default server).
-    #[arg(long, env = "SUP_SERVER", default_value = "")]
-    pub server: String,
-    #[arg(long, env = "SUP_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// yaml: the objects, `---`-separated; json: the body `POST /api/v1/render` answers.
-    #[arg(short = 'o', long, env = "SUP_OUTPUT", value_enum, default_value_t = Output::Yaml)]
-    pub output: Output,
-}
-
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    /// ConfigMap files or folders [default: profiles templates].
-    pub paths: Vec<PathBuf>,
-    #[command(flatten)]
-    pub selector: SelectorArgs,
-}
-
-/// `name=value`; the value is JSON when it parses as a number or boolean, else a string.
-fn parse_option(text: &str) -> Result<(String, Value), String> {
-    let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not name=value"))?;
-    let value = match serde_json::from_str::<Value>(value) {
-        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
-        _ => Value::String(value.to_owned()),
-    };
-    Ok((name.trim().to_owned(), value))
 }
 
 pub fn main() -> ExitCode {
@@ -240,15 +68,14 @@ fn render(args: RenderArgs) -> Result<ExitCode, String> {
         namespace: Some(args.namespace.clone()),
     };
     let settings = users.get(&request.user);
-    let plan = plan::plan_with(&catalog, settings, &request, &args.namespace).map_err(|e| e.to_string())?;
-    let answer = crate::api::SpawnAnswer::new(&plan, plan.objects.clone(), true);
+    let answer = spawn::render(&catalog, settings, &request, &args.namespace).map_err(|e| e.to_string())?;
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?,
         Output::Yaml => {
             let mut out = String::new();
             for object in &answer.objects {
                 out.push_str("---\n");
-                out.push_str(&serde_yaml::to_string(object).map_err(|e| e.to_string())?);
+                out.push_str(&crate::yaml::to_string(object).map_err(|e| e.to_string())?);
             }
             out.push_str("# environment:\n");
             for (name, value) in &answer.environment {
@@ -301,14 +128,6 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options_parse_typed_values() {
-        assert_eq!(parse_option("workers=3").unwrap(), ("workers".into(), serde_json::json!(3)));
-        assert_eq!(parse_option("gpu=true").unwrap(), ("gpu".into(), serde_json::json!(true)));
-        assert_eq!(parse_option("mode=fast").unwrap(), ("mode".into(), serde_json::json!("fast")));
-        assert!(parse_option("novalue").is_err());
-    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

@@ -14,8 +14,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
-use crate::naming;
 use crate::plan::{self, Owner, Plan};
+use crate::ray::RayCluster;
+use crate::{labels, naming};
 
 /// The one field manager every write uses, so re-applying is a no-op and ownership is clear.
 pub const FIELD_MANAGER: &str = "singleuser-profiles";
@@ -181,28 +182,20 @@ impl Clusters {
 
     /// The user's clusters in `namespace`: one owner ConfigMap list and one RayCluster list.
     pub async fn status(&self, user: &str, namespace: &str) -> Result<Vec<ClusterStatus>, ClusterError> {
-        let user_label = format!("{}={}", plan::USER_LABEL, naming::label_value(user));
-        let owner_params = ListParams::default().labels(&format!("{},{user_label}", plan::OWNER_SELECTOR));
-        let params = ListParams::default().labels(&format!(
-            "{}={},{user_label}",
-            plan::MANAGED_BY_LABEL,
-            plan::MANAGED_BY
-        ));
+        let user_label = format!("{}={}", labels::USER_LABEL, naming::label_value(user));
+        let owner_params = ListParams::default().labels(&format!("{},{user_label}", labels::OWNER_SELECTOR));
+        let params = ListParams::default().labels(&format!("{},{user_label}", labels::MANAGED_SELECTOR));
         let owners: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let owners = owners.list(&owner_params).await.map_err(classify)?;
-        let ray_clusters: BTreeMap<String, DynamicObject> = match self.resource(&ray_cluster_gvk()).await {
-            Ok((ar, _)) => Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &ar)
-                .list(&params)
-                .await
-                .map_err(classify)?
-                .items
-                .into_iter()
-                .filter_map(|rc| Some((rc.metadata.name.clone()?, rc)))
-                .collect(),
-            // Without KubeRay there are no Ray clusters to report, only their owners.
-            Err(ClusterError::UnknownKind { .. }) => BTreeMap::new(),
-            Err(err) => return Err(err),
-        };
+        let ray_clusters: BTreeMap<String, RayCluster> =
+            match Api::<RayCluster>::namespaced(self.client.clone(), namespace).list(&params).await {
+                Ok(list) => {
+                    list.items.into_iter().filter_map(|rc| Some((rc.metadata.name.clone()?, rc))).collect()
+                }
+                // Without KubeRay there are no Ray clusters to report, only their owners.
+                Err(kube::Error::Api(status)) if status.code == 404 => BTreeMap::new(),
+                Err(err) => return Err(classify(err)),
+            };
         let now = k8s_openapi::jiff::Timestamp::now();
         let mut out: Vec<ClusterStatus> = owners
             .items
@@ -211,25 +204,15 @@ impl Clusters {
             .map(|cm| {
                 let data = cm.data.clone().unwrap_or_default();
                 let name = data.get("cluster").cloned().unwrap_or_default();
-                let rc = ray_clusters.get(&name).map(|rc| serde_json::to_value(rc).unwrap_or_default());
+                let rc = ray_clusters.get(&name);
+                let status = rc.and_then(|rc| rc.status.as_ref());
+                let head = status.and_then(|s| s.head.as_ref());
                 let created = cm.metadata.creation_timestamp.as_ref().map(|t| t.0);
                 ClusterStatus {
-                    ready: rc.as_ref().is_some_and(head_ready),
-                    state: rc
-                        .as_ref()
-                        .and_then(|rc| rc.pointer("/status/state"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    head_pod: rc
-                        .as_ref()
-                        .and_then(|rc| rc.pointer("/status/head/podName"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    head_pod_ip: rc
-                        .as_ref()
-                        .and_then(|rc| rc.pointer("/status/head/podIP"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    ready: rc.is_some_and(RayCluster::head_ready),
+                    state: status.and_then(|s| s.state.clone()),
+                    head_pod: head.and_then(|h| h.pod_name.clone()),
+                    head_pod_ip: head.and_then(|h| h.pod_ip.clone()),
                     dashboard_url: data.get("dashboard_url").cloned(),
                     created: created.map(|t| t.to_string()),
                     age_seconds: created.map(|t| now.as_second() - t.as_second()),
@@ -306,13 +289,10 @@ impl Clusters {
 
     /// Waits for KubeRay to report the head pod ready; `None` on timeout.
     async fn wait_ready(&self, rc: &Value, timeout: Duration) -> Result<Option<Value>, ClusterError> {
-        let (ar, _) = self.resource(&ray_cluster_gvk()).await?;
         let namespace = rc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
         let name = rc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &ar);
-        let ready = |obj: Option<&DynamicObject>| {
-            obj.and_then(|o| serde_json::to_value(o).ok()).is_some_and(|v| head_ready(&v))
-        };
+        let api = Api::<RayCluster>::namespaced(self.client.clone(), namespace);
+        let ready = |rc: Option<&RayCluster>| rc.is_some_and(RayCluster::head_ready);
         match tokio::time::timeout(timeout, kube::runtime::wait::await_condition(api, name, ready)).await {
             Ok(Ok(obj)) => Ok(obj.and_then(|o| serde_json::to_value(o).ok()).map(without_managed_fields)),
             Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
@@ -333,10 +313,8 @@ impl Clusters {
                 tracing::warn!(object = %describe(object), error = %err, "rolling back a failed spawn: delete failed");
             }
         }
-        if owner_created {
-            if let Err(err) = self.stop(owner).await {
-                tracing::warn!(owner = %owner.configmap_name(), error = %err, "rolling back a failed spawn: owner delete failed");
-            }
+        if owner_created && let Err(err) = self.stop(owner).await {
+            tracing::warn!(owner = %owner.configmap_name(), error = %err, "rolling back a failed spawn: owner delete failed");
         }
     }
 
@@ -388,21 +366,6 @@ fn unknown_kind(gvk: &GroupVersionKind) -> ClusterError {
     ClusterError::UnknownKind { object: gvk.kind.clone(), api_version, kind: gvk.kind.clone() }
 }
 
-fn ray_cluster_gvk() -> GroupVersionKind {
-    GroupVersionKind::gvk("ray.io", "v1", "RayCluster")
-}
-
-/// KubeRay's `HeadPodReady` condition (v1.2+), or the older `state: ready`.
-pub fn head_ready(rc: &Value) -> bool {
-    let condition = rc.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|conds| {
-        conds.iter().any(|c| {
-            c.get("type").and_then(Value::as_str) == Some("HeadPodReady")
-                && c.get("status").and_then(Value::as_str) == Some("True")
-        })
-    });
-    condition || rc.pointer("/status/state").and_then(Value::as_str) == Some("ready")
-}
-
 /// Transport failures mean the API server is unavailable (503 to callers); the rest stays as is.
 fn classify(err: kube::Error) -> ClusterError {
     match &err {
@@ -417,16 +380,6 @@ fn classify(err: kube::Error) -> ClusterError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn head_ready_reads_the_condition_or_the_legacy_state() {
-        assert!(head_ready(&json!({"status": {"conditions": [{"type": "HeadPodReady", "status": "True"}]}})));
-        assert!(!head_ready(
-            &json!({"status": {"conditions": [{"type": "HeadPodReady", "status": "False"}]}})
-        ));
-        assert!(head_ready(&json!({"status": {"state": "ready"}})));
-        assert!(!head_ready(&json!({})));
-    }
 
     #[test]
     fn kinds_split_into_group_version_kind() {

@@ -177,6 +177,18 @@ impl serde::Serialize for JsonPath {
     }
 }
 
+/// From the text of a `return` entry; an error names the dialect and where the path breaks.
+impl<'de> serde::Deserialize<'de> for JsonPath {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        JsonPath::parse(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a path in JSP's jsonpath-rw dialect (e.g. metadata.labels[key] or spec.containers[0].image): {e}"
+            ))
+        })
+    }
+}
+
 // --- lexing ----------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]

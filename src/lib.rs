@@ -6,15 +6,21 @@
 //! [`serve`].
 
 pub mod api;
+pub mod app;
+pub mod args;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod jsonpath_rw;
+pub mod labels;
 pub mod lifecycle;
 pub mod metrics;
 pub mod naming;
 pub mod plan;
 pub mod profile;
 pub mod python;
+pub mod ray;
 pub mod serve;
+pub mod spawn;
 pub mod template;
+pub mod yaml;

@@ -1,40 +1,45 @@
-//! Nothing outlives its notebook. Two watches (owner ConfigMaps, notebook pods) feed:
+//! Nothing outlives its notebook. A kube-runtime [`Controller`] reconciles each owner ConfigMap
+//! on its own, triggered by changes to it and to notebook pods:
 //! - adoption: once KubeSpawner's notebook pod exists, the owner ConfigMap gets an
 //!   ownerReference to it, so the cluster dies with the pod even if the hub never calls stop;
-//! - the reaper: owner ConfigMaps whose notebook never appeared (or is gone) past a grace
-//!   period, and Ray clusters this service rendered whose owner is missing, are deleted;
-//! - quotas: how many clusters a user (and everyone) has, without an API call per spawn.
+//! - the reaper: an owner whose notebook never appeared (or is gone) is deleted once its grace
+//!   period is over (the reconcile requeues itself for that moment);
+//! - failures are logged, counted and retried for that owner alone, with exponential backoff.
+//!
+//! A periodic sweep deletes Ray clusters this service rendered whose owner is missing (garbage
+//! collection cannot see those), and the owners' store answers quotas without an API call.
 //!
 //! Several replicas may run this at once: adoption is an idempotent server-side apply with its
 //! own field manager, and every delete carries a uid precondition, so a second replica's
 //! attempt is a harmless 404/409.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, OwnerReference, Time};
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
-};
-use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
-use kube::runtime::reflector::{self, Store};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::labels::{
+    self, NOTEBOOK_SELECTOR, NOTEBOOK_SERVERNAME_KEY, NOTEBOOK_USERNAME_KEY, OWNER_SELECTOR,
+};
+use crate::metrics::Metrics;
 use crate::naming;
-use crate::plan::{self, OWNER_SELECTOR};
+use crate::ray::RayCluster;
 
-/// KubeSpawner's marks on a notebook pod.
-const NOTEBOOK_SELECTOR: &str = "component=singleuser-server";
-const USERNAME_KEY: &str = "hub.jupyter.org/username";
-const SERVERNAME_KEY: &str = "hub.jupyter.org/servername";
 /// A field manager of its own, so a spawn's apply of the owner never drops the adoption.
 const ADOPTION_MANAGER: &str = "singleuser-profiles-lifecycle";
+/// Retries of one owner's failed reconcile: 1 s, 2 s, 4 s, ... at most this.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Watched objects are kept as metadata only, without managedFields: everything here reads
 /// names, labels, annotations, uids and ownerReferences, and a thousand whole notebook pods
@@ -51,7 +56,7 @@ impl Owners {
     pub fn count(&self, user: &str) -> (usize, usize) {
         let owners = self.0.state();
         let label = naming::label_value(user);
-        let of_user = owners.iter().filter(|cm| cm.labels().get(plan::USER_LABEL) == Some(&label)).count();
+        let of_user = owners.iter().filter(|cm| cm.labels().get(labels::USER_LABEL) == Some(&label)).count();
         (of_user, owners.len())
     }
 
@@ -97,7 +102,7 @@ impl Quota {
     }
 }
 
-/// How long an owner may wait for its notebook, and how often to look.
+/// How long an owner may wait for its notebook, and how often to sweep for stray clusters.
 #[derive(Debug, Clone, Copy)]
 pub struct Reaping {
     /// Zero disables the reaper (e.g. with a spawner that runs no pods).
@@ -105,109 +110,156 @@ pub struct Reaping {
     pub interval: Duration,
 }
 
-/// Starts the watches, adoption and the reaper for `namespace`.
-pub fn start(client: Client, namespace: &str, reaping: Reaping) -> (Owners, tokio::task::JoinHandle<()>) {
+/// What one reconcile could not do; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("adopting {owner} by its notebook pod {pod} failed: {source}")]
+    Adopt { owner: String, pod: String, source: kube::Error },
+    #[error("reaping {owner} failed: {source}")]
+    Reap { owner: String, source: kube::Error },
+}
+
+struct Context {
+    owners: Api<ConfigMap>,
+    pods: Store<PodMeta>,
+    grace: Duration,
+    metrics: Metrics,
+    /// Consecutive failures per owner, for its backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Starts the watches, the controller and the stray-cluster sweep for `namespace`.
+pub fn start(
+    client: Client,
+    namespace: &str,
+    reaping: Reaping,
+    metrics: Metrics,
+) -> (Owners, tokio::task::JoinHandle<()>) {
     let (owners, owners_writer) = reflector::store::<OwnerMeta>();
     let (pods, pods_writer) = reflector::store::<PodMeta>();
-    let owner_api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let owner_meta: Api<OwnerMeta> = Api::namespaced(client.clone(), namespace);
     let pod_meta: Api<PodMeta> = Api::namespaced(client.clone(), namespace);
     let owner_events = reflector::reflector(
         owners_writer,
-        watcher(owner_meta, watcher::Config::default().labels(OWNER_SELECTOR))
+        watcher::watcher(owner_meta, watcher::Config::default().labels(OWNER_SELECTOR))
             .modify(|o| o.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects();
     let pod_events = reflector::reflector(
         pods_writer,
-        watcher(pod_meta, watcher::Config::default().labels(NOTEBOOK_SELECTOR))
+        watcher::watcher(pod_meta, watcher::Config::default().labels(NOTEBOOK_SELECTOR))
             .modify(|p| p.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects();
 
-    let namespace = namespace.to_owned();
-    let store = owners.clone();
-    let task = tokio::spawn(async move {
-        let mut events = futures::stream::select(
-            owner_events.map(|e| e.map(|_| ())).boxed(),
-            pod_events.map(|e| e.map(|_| ())).boxed(),
-        );
-        let mut tick = tokio::time::interval(if reaping.grace.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            reaping.interval
-        });
-        loop {
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(Ok(())) => adopt_all(&owner_api, &store, &pods).await,
-                    Some(Err(err)) => tracing::warn!(error = %err, "lifecycle watch failed; retrying"),
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    if !reaping.grace.is_zero() {
-                        reap(&client, &namespace, &owner_api, &store, &pods, reaping.grace).await;
-                    }
-                }
+    let ns = namespace.to_owned();
+    let context = Arc::new(Context {
+        owners: Api::namespaced(client.clone(), namespace),
+        pods,
+        grace: reaping.grace,
+        metrics: metrics.clone(),
+        failures: Mutex::default(),
+    });
+    let controller = Controller::for_stream(owner_events, owners.clone())
+        .watches_stream(pod_events, move |pod: PodMeta| {
+            let (user, server) = notebook_of(&pod)?;
+            Some(ObjectRef::new(&naming::owner_configmap_name(&user, &server)).within(&ns))
+        })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "lifecycle controller");
             }
-        }
+        });
+
+    let sweep = sweep_strays(client, namespace.to_owned(), Owners(owners.clone()), reaping, metrics);
+    let task = tokio::spawn(async move {
+        tokio::join!(controller, sweep);
     });
     (Owners(owners), task)
+}
+
+/// One owner: adopt it by its notebook pod, or reap it once its grace period is over.
+async fn reconcile(owner: Arc<OwnerMeta>, ctx: Arc<Context>) -> Result<Action, LifecycleError> {
+    let name = owner.name_any();
+    if owner.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let notebook = ctx.pods.state().into_iter().find(|pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && notebook_of(pod)
+                .is_some_and(|(user, server)| naming::owner_configmap_name(&user, &server) == name)
+    });
+    let action = match notebook {
+        Some(pod) => adopt(&ctx, &owner, &pod).await?,
+        None => reap(&ctx, &owner).await?,
+    };
+    ctx.failures.lock().expect("failures lock").remove(&name);
+    Ok(action)
+}
+
+async fn adopt(ctx: &Context, owner: &OwnerMeta, pod: &PodMeta) -> Result<Action, LifecycleError> {
+    let pod_uid = pod.uid().unwrap_or_default();
+    if owner.owner_references().iter().any(|r| r.uid == pod_uid) {
+        return Ok(Action::await_change());
+    }
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": owner.name_any(),
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "uid": pod_uid}],
+        },
+    });
+    ctx.owners
+        .patch(&owner.name_any(), &PatchParams::apply(ADOPTION_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| LifecycleError::Adopt { owner: owner.name_any(), pod: pod.name_any(), source })?;
+    tracing::info!(owner = %owner.name_any(), pod = %pod.name_any(), "cluster now lives and dies with its notebook pod");
+    Ok(Action::await_change())
+}
+
+async fn reap(ctx: &Context, owner: &OwnerMeta) -> Result<Action, LifecycleError> {
+    // An owner adopted by a pod that is gone is garbage collected by Kubernetes.
+    if ctx.grace.is_zero() || owner.owner_references().iter().any(|r| r.kind == "Pod") {
+        return Ok(Action::await_change());
+    }
+    let age = age(owner.metadata.creation_timestamp.as_ref());
+    if age < ctx.grace {
+        return Ok(Action::requeue(ctx.grace - age));
+    }
+    match ctx.owners.delete(&owner.name_any(), &delete_params(owner.uid())).await {
+        Ok(_) => {
+            tracing::info!(owner = %owner.name_any(), grace_seconds = ctx.grace.as_secs(), "reaped a cluster whose notebook never appeared")
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(source) => return Err(LifecycleError::Reap { owner: owner.name_any(), source }),
+    }
+    Ok(Action::await_change())
+}
+
+/// Logs and counts the failure, and retries this owner alone: 1 s, 2 s, 4 s, ... 5 min.
+fn error_policy(owner: Arc<OwnerMeta>, err: &LifecycleError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.lifecycle_errors.inc();
+    let mut failures = ctx.failures.lock().expect("failures lock");
+    let count = failures.entry(owner.name_any()).or_default();
+    *count = count.saturating_add(1);
+    let retry = backoff(*count);
+    tracing::warn!(error = %err, retry_seconds = retry.as_secs(), "lifecycle: will retry");
+    Action::requeue(retry)
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
 /// The notebook a pod serves: (raw user, raw server), from KubeSpawner's annotations (raw
 /// names) or, failing those, its labels.
 fn notebook_of(pod: &PodMeta) -> Option<(String, String)> {
     let read = |key: &str| pod.annotations().get(key).or_else(|| pod.labels().get(key)).cloned();
-    Some((read(USERNAME_KEY)?, read(SERVERNAME_KEY).unwrap_or_default()))
-}
-
-/// Notebook pods by the owner ConfigMap name they belong to.
-fn notebooks(pods: &Store<PodMeta>) -> BTreeMap<String, Arc<PodMeta>> {
-    pods.state()
-        .into_iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .filter_map(|pod| {
-            let (user, server) = notebook_of(&pod)?;
-            Some((naming::owner_configmap_name(&user, &server), pod))
-        })
-        .collect()
-}
-
-fn owned_by_pod(owner: &OwnerMeta) -> bool {
-    owner.owner_references().iter().any(|r| r.kind == "Pod")
-}
-
-async fn adopt_all(api: &Api<ConfigMap>, owners: &Store<OwnerMeta>, pods: &Store<PodMeta>) {
-    let notebooks = notebooks(pods);
-    for owner in owners.state() {
-        let Some(pod) = notebooks.get(&owner.name_any()) else { continue };
-        let pod_uid = pod.uid().unwrap_or_default();
-        if owner.owner_references().iter().any(|r| r.uid == pod_uid) {
-            continue;
-        }
-        let patch = json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": owner.name_any(),
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "uid": pod_uid}],
-            },
-        });
-        match api
-            .patch(&owner.name_any(), &PatchParams::apply(ADOPTION_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(owner = %owner.name_any(), pod = %pod.name_any(), "cluster now lives and dies with its notebook pod")
-            }
-            Err(err) => {
-                tracing::warn!(owner = %owner.name_any(), error = %err, "adopting an owner by its notebook pod failed; will retry")
-            }
-        }
-    }
+    Some((read(NOTEBOOK_USERNAME_KEY)?, read(NOTEBOOK_SERVERNAME_KEY).unwrap_or_default()))
 }
 
 fn age(created: Option<&Time>) -> Duration {
@@ -226,55 +278,50 @@ fn delete_params(uid: Option<String>) -> DeleteParams {
     }
 }
 
-async fn reap(
-    client: &Client,
-    namespace: &str,
-    api: &Api<ConfigMap>,
-    owners: &Store<OwnerMeta>,
-    pods: &Store<PodMeta>,
-    grace: Duration,
-) {
-    let notebooks = notebooks(pods);
-    for owner in owners.state() {
-        if owned_by_pod(&owner)
-            || notebooks.contains_key(&owner.name_any())
-            || age(owner.metadata.creation_timestamp.as_ref()) < grace
-        {
-            continue;
-        }
-        match api.delete(&owner.name_any(), &delete_params(owner.uid())).await {
-            Ok(_) => {
-                tracing::info!(owner = %owner.name_any(), grace_seconds = grace.as_secs(), "reaped a cluster whose notebook never appeared")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(err) => tracing::warn!(owner = %owner.name_any(), error = %err, "reaping failed; will retry"),
+/// Every `interval`, deletes the Ray clusters of ours whose owner is missing and whose grace
+/// period is over. A failed pass is logged and counted; the next one retries.
+async fn sweep_strays(client: Client, namespace: String, owners: Owners, reaping: Reaping, metrics: Metrics) {
+    if reaping.grace.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(reaping.interval);
+    loop {
+        tick.tick().await;
+        if let Err(err) = sweep_once(&client, &namespace, &owners, reaping.grace).await {
+            metrics.lifecycle_errors.inc();
+            tracing::warn!(error = %err, "sweeping for Ray clusters without an owner failed; the next pass retries");
         }
     }
+}
 
-    // Ray clusters whose owner is gone (garbage collection covers those whose ownerReference
-    // survived; this covers the rest).
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("ray.io", "v1", "RayCluster"),
-        "rayclusters",
-    );
-    let rays: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
-    let managed = format!("{}={}", plan::MANAGED_BY_LABEL, plan::MANAGED_BY);
+async fn sweep_once(
+    client: &Client,
+    namespace: &str,
+    owners: &Owners,
+    grace: Duration,
+) -> Result<(), kube::Error> {
     // Metadata only, in pages, and parsed into the few fields used here: whole RayClusters
     // made each pass a list of tens of MB with a thousand clusters, and even a metadata page
     // of 250 parsed whole (managedFields) briefly took ~9 MB.
-    let request = kube::core::Request::new(DynamicObject::url_path(&ar, Some(namespace)));
+    let request = kube::core::Request::new(RayCluster::url_path(&(), Some(namespace)));
     let mut list = Vec::new();
-    let mut params = ListParams::default().labels(&managed).limit(250);
+    let mut params = ListParams::default().labels(labels::MANAGED_SELECTOR).limit(250);
     loop {
-        let Ok(page) = request.list_metadata(&params) else { return };
-        let Ok(page) = client.request::<ClusterPage>(page).await else { return };
+        let page = request.list_metadata(&params).map_err(kube::Error::BuildRequest)?;
+        let page = match client.request::<ClusterPage>(page).await {
+            Ok(page) => page,
+            // No KubeRay, no Ray clusters.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => return Err(err),
+        };
         list.extend(page.items.into_iter().flatten().map(|item| item.metadata));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => break,
         }
     }
-    let live: std::collections::HashSet<String> = owners.state().iter().filter_map(|o| o.uid()).collect();
+    let live: HashSet<String> = owners.0.state().iter().filter_map(|o| o.uid()).collect();
+    let rays: Api<RayCluster> = Api::namespaced(client.clone(), namespace);
     for rc in list {
         let owned = rc.owner_references.iter().any(|r| r.kind == "ConfigMap" && live.contains(&r.uid));
         if owned || age(rc.creation_timestamp.as_ref()) < grace {
@@ -283,12 +330,13 @@ async fn reap(
         match rays.delete(&rc.name, &delete_params(rc.uid)).await {
             Ok(_) => tracing::info!(cluster = %rc.name, "reaped a Ray cluster whose owner is missing"),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(err) => tracing::warn!(cluster = %rc.name, error = %err, "reaping failed; will retry"),
+            Err(err) => return Err(err),
         }
     }
+    Ok(())
 }
 
-/// A page of RayCluster metadata with only what the reaper reads; serde skips the rest
+/// A page of RayCluster metadata with only what the sweep reads; serde skips the rest
 /// (managedFields above all) without building it.
 #[derive(Deserialize)]
 struct ClusterPage {
@@ -326,9 +374,12 @@ mod tests {
 
     #[test]
     fn notebooks_are_named_by_kubespawners_raw_annotations_first() {
-        let p = pod(&[(USERNAME_KEY, "Eje@RedHat.com"), (SERVERNAME_KEY, "gpu")], &[(USERNAME_KEY, "-45je")]);
+        let p = pod(
+            &[(NOTEBOOK_USERNAME_KEY, "Eje@RedHat.com"), (NOTEBOOK_SERVERNAME_KEY, "gpu")],
+            &[(NOTEBOOK_USERNAME_KEY, "-45je")],
+        );
         assert_eq!(notebook_of(&p), Some(("Eje@RedHat.com".into(), "gpu".into())));
-        let p = pod(&[], &[(USERNAME_KEY, "alice")]);
+        let p = pod(&[], &[(NOTEBOOK_USERNAME_KEY, "alice")]);
         assert_eq!(notebook_of(&p), Some(("alice".into(), String::new())));
         assert_eq!(notebook_of(&pod(&[], &[])), None);
     }
@@ -338,5 +389,11 @@ mod tests {
         let per_user = QuotaError::PerUser { user: "a".into(), held: 2, limit: 2 };
         assert!(per_user.to_string().contains("limit per user is 2"));
         assert!(QuotaError::Total { held: 9, limit: 9 }.to_string().contains("limit is 9"));
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 9, 10, 40].map(|n| backoff(n).as_secs()).into();
+        assert_eq!(waits, [1, 2, 4, 8, 256, 300, 300]);
     }
 }

@@ -9,7 +9,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// A known method or `other` (see `api::count_requests`).
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
 }
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub config_reloads: Counter,
     pub config_loaded: Gauge,
     pub watch_errors: Counter,
+    pub lifecycle_errors: Counter,
+    pub http_connections: Gauge,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -74,6 +77,14 @@ impl Default for Metrics {
             "ConfigMap watch errors (the last good snapshot keeps serving)",
             watch_errors.clone(),
         );
+        let lifecycle_errors = Counter::default();
+        registry.register(
+            "lifecycle_errors",
+            "Failed adoptions, reaps and stray-cluster sweeps (each is retried)",
+            lifecycle_errors.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register("http_connections", "Open HTTP connections", http_connections.clone());
         Self {
             requests,
             spawn_seconds,
@@ -82,6 +93,8 @@ impl Default for Metrics {
             config_reloads,
             config_loaded,
             watch_errors,
+            lifecycle_errors,
+            http_connections,
             registry: std::sync::Arc::new(registry),
         }
     }

@@ -9,23 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::catalog::Catalog;
+use crate::labels::{CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SERVER_LABEL, USER_LABEL};
 use crate::naming;
 use crate::profile::{
     Choice, PodVolumes, Profile, Requester, ResolveError, Resolved, UserSettings, pod_volumes, quantity_value,
 };
 use crate::python;
 use crate::template::{self, ContextInput, TemplateError};
-
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "singleuser-profiles";
-pub const USER_LABEL: &str = "jupyterhub.opendatahub.io/user";
-pub const SERVER_LABEL: &str = "jupyterhub.opendatahub.io/server";
-pub const CLUSTER_LABEL: &str = "jupyterhub.opendatahub.io/ray-cluster";
-/// Marks owner ConfigMaps apart from rendered objects (which may be ConfigMaps too).
-pub const OWNER_LABEL: &str = "jupyterhub.opendatahub.io/owner";
-/// Selects every owner ConfigMap this service made.
-pub const OWNER_SELECTOR: &str =
-    "app.kubernetes.io/managed-by=singleuser-profiles,jupyterhub.opendatahub.io/owner=true";
 
 /// What a caller asks for: whose server, with which image and choices.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

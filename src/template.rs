@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use handlebars::template::TemplateElement;
 use handlebars::{Handlebars, RenderErrorReason};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::naming;
@@ -93,14 +92,7 @@ impl Template {
     }
 
     fn parse_object(&self, text: &str) -> Result<Value, TemplateError> {
-        let mut documents = Vec::new();
-        for document in serde_yaml::Deserializer::from_str(text) {
-            let value = Value::deserialize(document).map_err(|error| self.yaml_error(text, &error))?;
-            // `---` separators and comment-only documents are not objects.
-            if !value.is_null() {
-                documents.push(value);
-            }
-        }
+        let mut documents = crate::yaml::documents(text).map_err(|error| self.yaml_error(text, &error))?;
         let object = match documents.len() {
             0 => {
                 let message = "the template rendered nothing; a template key must hold exactly one \
@@ -143,8 +135,8 @@ impl Template {
         Err(self.error(ErrorKind::NotAnObject, None, message))
     }
 
-    fn yaml_error(&self, text: &str, error: &serde_yaml::Error) -> TemplateError {
-        let Some(rendered_line) = error.location().map(|location| location.line()) else {
+    fn yaml_error(&self, text: &str, error: &crate::yaml::Error) -> TemplateError {
+        let Some(rendered_line) = error.line else {
             return self.error(
                 ErrorKind::InvalidYaml,
                 None,
@@ -171,7 +163,8 @@ impl Template {
     }
 }
 
-/// The closest name to a misspelled variable, looked up where the path stops resolving.
+/// The closest name to a misspelled variable (at most two edits away), looked up where the
+/// path stops resolving.
 fn suggestion(context: &Value, path: &str) -> Option<String> {
     let mut scope = context;
     for segment in path.split('.') {
@@ -179,27 +172,12 @@ fn suggestion(context: &Value, path: &str) -> Option<String> {
             Some(inner) => scope = inner,
             None => {
                 let (distance, name) =
-                    scope.as_object()?.keys().map(|name| (edit_distance(segment, name), name)).min()?;
+                    scope.as_object()?.keys().map(|name| (strsim::levenshtein(segment, name), name)).min()?;
                 return (distance <= 2).then(|| name.clone());
             }
         }
     }
     None
-}
-
-/// Levenshtein distance, for typo suggestions on short names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// A template that does not compile or render, located as precisely as known.

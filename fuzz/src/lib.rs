@@ -1,5 +1,5 @@
 //! What each fuzz target checks, for one input. The libFuzzer binaries in `fuzz_targets/` call
-//! these, and `tests/cluster/fuzz_regressions.rs` includes this file to replay every input kept
+//! these, and `tests/binary/fuzz_regressions.rs` includes this file to replay every input kept
 //! under `fuzz/regressions/<target>/` in the ordinary test suite, so a crash found once stays a
 //! test case. Only `singleuser_profiles`, `serde` and `serde_json` are used here: both crates
 //! have them.
@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use singleuser_profiles::catalog::{self, Catalog, ConfigMapSource, ProfileSelector};
+use singleuser_profiles::labels::{MANAGED_BY, MANAGED_BY_LABEL};
 use singleuser_profiles::naming;
-use singleuser_profiles::plan::{self, MANAGED_BY, MANAGED_BY_LABEL, SpawnRequest};
+use singleuser_profiles::plan::{self, SpawnRequest};
 use singleuser_profiles::profile::{PROFILES_KEY, parse_doc};
 use singleuser_profiles::template::{self, ContextInput, Template};
 

@@ -93,8 +93,34 @@ struct VerifierDown(String);
 
 impl Verifier {
     pub fn jupyterhub(api_url: &str, timeout: Duration) -> Result<Self, String> {
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            // JupyterHub is usually reached through its proxy (configurable-http-proxy, a Node
+            // server that closes kept-alive connections after 5 s idle). A pooled connection
+            // kept longer may be closed by the server just as a request is sent on it.
+            .pool_idle_timeout(HUB_POOL_IDLE)
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Verifier::JupyterHub { api_url: api_url.trim_end_matches('/').to_owned(), http })
+    }
+
+    /// `GET <api>/user` with the token; once more on a fresh connection when the first attempt
+    /// failed in transit (the GET is idempotent, and a kept-alive connection the server closed
+    /// meanwhile fails that way).
+    async fn hub_user(
+        http: &reqwest::Client,
+        api_url: &str,
+        token: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        let send =
+            || http.get(format!("{api_url}/user")).header(AUTHORIZATION, format!("token {token}")).send();
+        match send().await {
+            Err(err) if !err.is_timeout() && (err.is_request() || err.is_connect()) => {
+                tracing::debug!(error = %err, "JupyterHub API call failed in transit; retrying once");
+                send().await
+            }
+            other => other,
+        }
     }
 
     async fn verify(&self, token: &str) -> Result<Option<Caller>, VerifierDown> {
@@ -108,10 +134,7 @@ impl Verifier {
                     #[serde(default)]
                     admin: bool,
                 }
-                let response = http
-                    .get(format!("{api_url}/user"))
-                    .header(AUTHORIZATION, format!("token {token}"))
-                    .send()
+                let response = Self::hub_user(http, api_url, token)
                     .await
                     .map_err(|e| VerifierDown(format!("JupyterHub API unreachable: {e}")))?;
                 match response.status() {
@@ -160,6 +183,8 @@ type VerdictCache = HashMap<[u8; 32], (Option<Caller>, Instant)>;
 const VALID_FOR: Duration = Duration::from_secs(60);
 const INVALID_FOR: Duration = Duration::from_secs(5);
 const CACHE_LIMIT: usize = 10_000;
+/// Below the 5 s keep-alive of Node's HTTP server (JupyterHub's proxy).
+const HUB_POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// Turns a presented token into a [`Caller`].
 #[derive(Clone, Default)]
@@ -215,15 +240,15 @@ impl Authenticator {
                 Err(VerifierDown(why)) => down = Some(why),
             }
         }
-        if verdict.is_none() {
-            if let Some(why) = down {
-                tracing::warn!(reason = %why, "cannot verify a user token");
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    "the token cannot be verified right now (JupyterHub or Kubernetes unreachable); try again shortly",
-                ));
-            }
+        if verdict.is_none()
+            && let Some(why) = down
+        {
+            tracing::warn!(reason = %why, "cannot verify a user token");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "the token cannot be verified right now (JupyterHub or Kubernetes unreachable); try again shortly",
+            ));
         }
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {

@@ -11,6 +11,7 @@ use crate::cluster::ClusterError;
 use crate::lifecycle::QuotaError;
 use crate::plan::PlanError;
 use crate::profile::ResolveError;
+use crate::spawn::SpawnError;
 
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -165,6 +166,17 @@ impl From<PlanError> for ApiError {
             PlanError::InvalidRequest { field, .. } => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_request", err.to_string()).field(field)
             }
+        }
+    }
+}
+
+impl From<SpawnError> for ApiError {
+    fn from(err: SpawnError) -> Self {
+        match err {
+            SpawnError::NotLoaded => Self::not_ready(),
+            SpawnError::Plan(e) => e.into(),
+            SpawnError::Quota(e) => e.into(),
+            SpawnError::Cluster(e) => e.into(),
         }
     }
 }

@@ -8,62 +8,19 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller, OPENAPI_YAML};
 use crate::catalog::Catalog;
 use crate::metrics::OutcomeLabels;
-use crate::plan::{self, Owner, Plan, PodSettings, SpawnRequest};
-use crate::profile::{Requester, Resolved};
-
-/// The answer to spawn and render: what was (or would be) applied and what the notebook gets.
-#[derive(Debug, Serialize)]
-pub struct SpawnAnswer {
-    pub dry_run: bool,
-    pub cluster: String,
-    pub namespace: String,
-    pub owner: String,
-    pub profile: Resolved,
-    /// In JSP's order (see [`Plan::environment`]).
-    pub environment: IndexMap<String, Value>,
-    pub pod: PodSettings,
-    pub objects: Vec<Value>,
-}
-
-impl SpawnAnswer {
-    pub fn new(plan: &Plan, objects: Vec<Value>, dry_run: bool) -> Self {
-        Self {
-            dry_run,
-            cluster: plan.cluster_name.clone(),
-            namespace: plan.owner.namespace.clone(),
-            owner: plan.owner.configmap_name(),
-            profile: plan.profile.clone(),
-            environment: plan.environment(&objects),
-            pod: plan.pod(),
-            objects,
-        }
-    }
-}
+use crate::plan::{Owner, SpawnRequest};
+use crate::profile::Requester;
+use crate::spawn::{self, Backend};
 
 impl AppState {
-    /// The current catalog, once the first full ConfigMap list is in.
     fn catalog(&self) -> Result<Arc<Catalog>, ApiError> {
-        let snapshot = self.snapshot.borrow();
-        if snapshot.loaded { Ok(snapshot.catalog.clone()) } else { Err(ApiError::not_ready()) }
-    }
-
-    /// Plans with the catalog and the user's saved settings as they are now (no API call).
-    fn plan(&self, request: &SpawnRequest) -> Result<Plan, ApiError> {
-        let (catalog, users) = {
-            let snapshot = self.snapshot.borrow();
-            if !snapshot.loaded {
-                return Err(ApiError::not_ready());
-            }
-            (snapshot.catalog.clone(), snapshot.users.clone())
-        };
-        Ok(plan::plan_with(&catalog, users.get(&request.user), request, &self.namespace)?)
+        Ok(spawn::config(&self.snapshot)?.0)
     }
 }
 
@@ -74,7 +31,7 @@ fn respond<T: Serialize>(headers: &HeaderMap, status: StatusCode, body: &T) -> R
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/yaml") || v.contains("text/yaml"));
     if wants_yaml {
-        match serde_yaml::to_string(body) {
+        match crate::yaml::to_string(body) {
             Ok(text) => (status, [(header::CONTENT_TYPE, "application/yaml")], text).into_response(),
             Err(err) => ApiError::internal(&err).into_response(),
         }
@@ -96,29 +53,8 @@ pub async fn spawn(
     let Json(request) = body?;
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result = async {
-        let Some(clusters) = &state.clusters else {
-            let plan = state.plan(&request)?;
-            return Ok(SpawnAnswer::new(&plan, plan.objects.clone(), true));
-        };
-        // Planning and writing take a slot; waiting for the Ray head does not.
-        let slot = clusters.spawn_slot().await;
-        // Boxed: a spawn queued for a slot then holds a small future instead of the whole
-        // state machine of planning, applying and waiting (~14 KB per queued spawn).
-        Box::pin(async {
-            let mut plan = state.plan(&request)?;
-            // Quotas count the watched namespace, where notebooks normally run.
-            if let Some(owners) = state.owners.as_ref().filter(|_| plan.owner.namespace == state.namespace) {
-                state.quota.check(owners, &request.user, &plan.owner.configmap_name())?;
-            }
-            let applied = clusters.apply(&mut plan).await?;
-            drop(slot);
-            let objects = clusters.await_ready(&plan, applied).await?;
-            Ok(SpawnAnswer::new(&plan, objects, false))
-        })
-        .await
-    }
-    .await;
+    let result =
+        state.backend.spawn(&state.snapshot, &request, &state.namespace).await.map_err(ApiError::from);
     state.metrics.spawn_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     let answer = result?;
     tracing::info!(
@@ -141,7 +77,9 @@ pub async fn render(
     let Json(request) = body?;
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result = state.plan(&request).map(|plan| SpawnAnswer::new(&plan, plan.objects.clone(), true));
+    let result = spawn::config(&state.snapshot).map_err(ApiError::from).and_then(|(catalog, users)| {
+        Ok(spawn::render(&catalog, users.get(&request.user), &request, &state.namespace)?)
+    });
     state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     Ok(respond(&headers, StatusCode::OK, &result?))
 }
@@ -208,10 +146,10 @@ async fn stop_server(state: &AppState, caller: &Caller, request: StopRequest) ->
         user: request.user,
         server: request.server,
     };
-    let Some(clusters) = &state.clusters else {
+    let Backend::Cluster(cluster) = &state.backend else {
         return Ok(Json(json!({"dry_run": true, "stopped": false, "owner": owner.configmap_name(), "namespace": owner.namespace})).into_response());
     };
-    let existed = clusters.stop(&owner).await?;
+    let existed = cluster.clusters.stop(&owner).await?;
     tracing::info!(user = %owner.user, server = %owner.server, existed, "stopped");
     Ok(Json(json!({"dry_run": false, "stopped": existed, "owner": owner.configmap_name(), "namespace": owner.namespace})).into_response())
 }
@@ -276,24 +214,26 @@ pub async fn clusters(
     let Query(query) = query?;
     caller.may_act_for(&user)?;
     let namespace = query.namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| state.namespace.clone());
-    let Some(clusters) = &state.clusters else {
+    let Backend::Cluster(cluster) = &state.backend else {
         return Ok(respond(
             &headers,
             StatusCode::OK,
             &json!({"dry_run": true, "user": user, "clusters": []}),
         ));
     };
-    let found = clusters.status(&user, &namespace).await?;
+    let found = cluster.clusters.status(&user, &namespace).await?;
     Ok(respond(&headers, StatusCode::OK, &json!({"dry_run": false, "user": user, "clusters": found})))
 }
 
 pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snapshot = state.snapshot.borrow().clone();
     let body = json!({
-        "mode": if state.clusters.is_some() { "cluster" } else { "dry-run" },
+        "mode": match state.backend { Backend::Cluster(_) => "cluster", Backend::DryRun => "dry-run" },
         "source": snapshot.source,
         "loaded": snapshot.loaded,
-        "watch_error": snapshot.watch_error,
+        "watch_error": snapshot.watch_error.as_ref().map(|e| &e.message),
+        "watch_error_at": snapshot.watch_error.as_ref().map(|e| &e.at),
+        "ready": state.not_ready_reason().is_none(),
         "profile_configmaps": snapshot.catalog.profile_sources().collect::<Vec<_>>(),
         "templates": snapshot.catalog.template_count(),
         "user_settings": snapshot.users.len(),
@@ -303,11 +243,9 @@ pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: profiles not loaded yet, or shutting down")
-            .into_response()
+    match state.not_ready_reason() {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response(),
     }
 }
 
@@ -324,7 +262,7 @@ pub async fn openapi_yaml() -> Response {
 }
 
 pub async fn openapi_json() -> Response {
-    match serde_yaml::from_str::<Value>(OPENAPI_YAML) {
+    match crate::yaml::from_str::<Value>(OPENAPI_YAML) {
         Ok(doc) => Json(doc).into_response(),
         Err(err) => ApiError::internal(&err).into_response(),
     }

@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod handlers;
+pub mod listener;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tokio::sync::watch;
 use tower_http::LatencyUnit;
@@ -22,26 +23,20 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use auth::{Authenticator, Caller, HubToken, Verifier};
 pub use error::{ApiError, ErrorBody};
-pub use handlers::SpawnAnswer;
 
 use crate::catalog::watch::Snapshot;
-use crate::cluster::Clusters;
-use crate::lifecycle::{Owners, Quota};
 use crate::metrics::{Metrics, RequestLabels};
+use crate::spawn::Backend;
 
 /// The service's OpenAPI document.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 
-/// Everything handlers share. The router keeps it behind one `Arc`: axum clones the state
-/// into every request's middleware and handler, and a deep clone per request showed as
-/// ~29 KB of heap per in-flight request in a 1,000-user spawn storm.
+/// Everything handlers share, built by [`crate::app`] only. The router keeps it behind one
+/// `Arc`: axum clones the state into every request's middleware and handler, and a deep clone
+/// per request showed as ~29 KB of heap per in-flight request in a 1,000-user spawn storm.
 pub struct AppState {
     pub snapshot: watch::Receiver<Snapshot>,
-    /// `None`: the embedded dry-run mode, nothing is written anywhere.
-    pub clusters: Option<Clusters>,
-    /// The owner ConfigMaps of `namespace` (cluster mode), for quotas.
-    pub owners: Option<Owners>,
-    pub quota: Quota,
+    pub backend: Backend,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).
@@ -55,6 +50,8 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub body_bytes: usize,
+    /// The whole body must arrive within this; a slow one gets a 408.
+    pub body_timeout: Duration,
     pub request_timeout: Duration,
     /// Spawns may wait for the Ray head, so they get their own, longer bound.
     pub spawn_timeout: Duration,
@@ -64,14 +61,14 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             spawn_timeout: Duration::from_secs(600),
         }
     }
 }
 
-pub fn router(state: AppState, limits: Limits) -> Router {
-    let state = Arc::new(state);
+pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
     let spawn = Router::new()
         .route("/api/v1/spawn", post(handlers::spawn))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.spawn_timeout));
@@ -104,44 +101,90 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/openapi.json", get(handlers::openapi_json))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(middleware::from_fn(move |request, next| read_body(limits, request, next)))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
+/// Reads the whole body, within the size limit and the body timeout, before anything else runs.
+/// So a slow body gets a JSON 408 (and a large one a JSON 413) whatever the route, and an
+/// answer given before the handler reads the body (a 401, a 404) never leaves unread bytes on
+/// a kept-alive connection: hyper closes such a connection after the answer, and a client that
+/// reuses it meanwhile sees "server disconnected".
+async fn read_body(limits: Limits, request: Request, next: Next) -> Response {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+    let (parts, body) = request.into_parts();
+    let declared =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let too_large = || {
+        let message =
+            format!("the request body is larger than {} bytes; send a smaller one", limits.body_bytes);
+        closing(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message))
+    };
+    if declared.is_some_and(|n: usize| n > limits.body_bytes) {
+        return too_large();
+    }
+    let bytes = match tokio::time::timeout(
+        limits.body_timeout,
+        Limited::new(body, limits.body_bytes).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(err)) => {
+            tracing::info!(error = %err, "the client stopped sending its request body");
+            let message = "the request body could not be read to its end; send it again";
+            return closing(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message));
+        }
+        Err(_) => {
+            let message = format!(
+                "the request body did not arrive within {} s; send it in one go",
+                limits.body_timeout.as_secs()
+            );
+            return closing(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message));
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// An error answer after which the connection closes: its request body was not read.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
+}
+
+/// HTTP methods that get a label of their own; any other is counted as `other`, as is a path
+/// that matches no route, so a caller cannot grow the metrics without bound.
+const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
 async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    let method = request.method().as_str();
+    let method = KNOWN_METHODS.into_iter().find(|known| *known == method).unwrap_or("other");
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
-        .inc();
+    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    state.metrics.requests.get_or_create(&labels).inc();
     response
 }
 
 impl AppState {
-    /// Ready once the config is loaded, while its watch is healthy, until shutdown begins.
-    pub fn is_ready(&self) -> bool {
-        self.not_ready_reason().is_none()
-    }
-
-    pub fn not_ready_reason(&self) -> Option<String> {
-        let snapshot = self.snapshot.borrow();
+    /// Ready means loaded and not draining (kubert's rule). A failing ConfigMap watch does not
+    /// count: the last good profiles keep serving, and every replica would fail together.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            Some("shutting down".into())
-        } else if !snapshot.loaded {
-            Some("profiles are not loaded yet".into())
+            Some("shutting down")
+        } else if !self.snapshot.borrow().loaded {
+            Some("profiles are not loaded yet")
         } else {
-            snapshot
-                .watch_error
-                .as_ref()
-                .map(|e| format!("the ConfigMap watch is failing ({e}); serving the last good profiles"))
+            None
         }
     }
 }

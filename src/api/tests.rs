@@ -1,8 +1,6 @@
 //! The HTTP edge in the dry-run mode, driven with `oneshot`: no cluster, the repo's folders.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
 use http::{Request, StatusCode};
@@ -11,9 +9,11 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::*;
+use crate::app::{App, AppBuilder};
 use crate::catalog::{self, Catalog, ProfileSelector};
 
-fn state(hub_token: Option<&str>) -> AppState {
+/// The repo's folders in a dry run, spawning into `notebooks`.
+fn dry_run(hub_token: Option<&str>) -> AppBuilder {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cms = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
     // A user's settings as JSP's spawn page saved them.
@@ -26,16 +26,8 @@ fn state(hub_token: Option<&str>) -> AppState {
     );
     let (users, rest) = catalog::UserIndex::split(&ProfileSelector::default(), &cms);
     let catalog = Catalog::build(&ProfileSelector::default(), rest, None);
-    AppState {
-        snapshot: crate::catalog::watch::fixed(catalog, users, "test folders".into()),
-        clusters: None,
-        owners: None,
-        quota: Default::default(),
-        namespace: "notebooks".into(),
-        auth: Authenticator::new(hub_token.and_then(HubToken::new), vec![]),
-        metrics: Metrics::default(),
-        shutting_down: Arc::new(AtomicBool::new(false)),
-    }
+    App::dry_run(catalog, users, "test folders".into(), "notebooks")
+        .auth(Authenticator::new(hub_token.and_then(HubToken::new), vec![]))
 }
 
 async fn call(app: &Router, request: Request<Body>) -> (StatusCode, String) {
@@ -57,7 +49,7 @@ async fn get(app: &Router, path: &str) -> (StatusCode, String) {
 }
 
 fn app() -> Router {
-    router(state(None), Limits::default())
+    dry_run(None).build().router.clone()
 }
 
 #[tokio::test]
@@ -144,7 +136,7 @@ async fn errors_say_what_to_fix_with_a_stable_code() {
 
 #[tokio::test]
 async fn a_configured_token_is_required_and_compared_exactly() {
-    let app = router(state(Some("s3cret")), Limits::default());
+    let app = dry_run(Some("s3cret")).build().router.clone();
     let spawn = |auth: Option<&str>| {
         let mut request = Request::post("/api/v1/render").header("content-type", "application/json");
         if let Some(auth) = auth {
@@ -190,21 +182,20 @@ async fn yaml_is_answered_on_request() {
         .unwrap();
     let (status, text) = call(&app(), request).await;
     assert_eq!(status, StatusCode::OK);
-    let parsed: Value = serde_yaml::from_str(&text).unwrap();
+    let parsed: Value = crate::yaml::from_str(&text).unwrap().unwrap();
     assert_eq!(parsed["cluster"], json!("ray-alice"));
 }
 
 #[tokio::test]
 async fn readiness_follows_loading_and_shutdown() {
-    let loaded = state(None);
-    let shutting_down = loaded.shutting_down.clone();
-    let app = router(loaded, Limits::default());
+    let loaded = dry_run(None).build();
+    let app = loaded.router.clone();
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
-    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    loaded.state.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
 
     let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
-    let app = router(AppState { snapshot: unloaded, ..state(None) }, Limits::default());
+    let app = App::from_snapshot(unloaded, "notebooks").build().router.clone();
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     let (status, err) = post(&app, "/api/v1/render", json!({"user": "a"})).await;
     assert_eq!((status, err["code"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready")));
@@ -279,4 +270,117 @@ async fn stop_and_status_in_the_dry_run_change_nothing() {
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["mode"], json!("dry-run"));
     assert_eq!(body["problems"], json!([]));
+}
+
+#[tokio::test]
+async fn readyz_names_the_reason_it_computed() {
+    let loaded = dry_run(None).build();
+    let app = loaded.router.clone();
+    assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".to_owned()));
+    loaded.state.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&app, "/readyz").await.1, "not ready: shutting down");
+
+    let (_tx, unloaded) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
+    let app = App::from_snapshot(unloaded, "notebooks").build().router.clone();
+    assert_eq!(get(&app, "/readyz").await.1, "not ready: profiles are not loaded yet");
+}
+
+/// A watch that fails once and then stays silent, as kube-runtime's watcher does when it
+/// resumes from its resourceVersion in a quiet namespace: readiness holds, status tells.
+#[tokio::test]
+async fn a_watch_error_followed_by_silence_keeps_readiness_and_shows_in_status() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher::{self, Event};
+
+    let profiles: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "jupyter-singleuser-profiles"},
+        "data": {crate::profile::PROFILES_KEY: "profiles:\n- name: globals\n"},
+    }))
+    .unwrap();
+    let events = futures::stream::iter([
+        Ok(Event::Init),
+        Ok(Event::InitApply(profiles)),
+        Ok(Event::InitDone),
+        Err(watcher::Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded)),
+    ])
+    .chain(futures::stream::pending());
+    let (tx, snapshot) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
+    let metrics = Metrics::default();
+    tokio::spawn(crate::catalog::watch::run(events, tx, ProfileSelector::default(), metrics.clone()));
+    let app = App::from_snapshot(snapshot, "notebooks").metrics(metrics).build().router.clone();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        let (_, text) = get(&app, "/api/v1/status").await;
+        let status: Value = serde_json::from_str(&text).unwrap();
+        if status["watch_error"].is_string() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(status["watch_error"].as_str().unwrap().contains("watch stream failed"), "{status:#}");
+    assert!(status["watch_error_at"].is_string(), "{status:#}");
+    assert_eq!((status["loaded"].clone(), status["ready"].clone()), (json!(true), json!(true)));
+    assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".to_owned()));
+    let (_, metrics) = get(&app, "/metrics").await;
+    assert!(metrics.contains("singleuser_profiles_watch_errors_total 1"), "{metrics}");
+}
+
+/// Series of `http_requests_total` in the exposition.
+fn request_series(metrics: &str) -> usize {
+    metrics.lines().filter(|l| l.starts_with("singleuser_profiles_http_requests_total{")).count()
+}
+
+#[tokio::test]
+async fn odd_methods_and_paths_cannot_grow_the_metrics() {
+    let app = app();
+    let odd =
+        |i: usize| Request::builder().method(format!("Z{i}{}", "X".repeat(200)).as_str()).uri("/healthz");
+    call(&app, odd(0).body(Body::empty()).unwrap()).await;
+    call(&app, Request::get("/no/such/path/0").body(Body::empty()).unwrap()).await;
+    let (_, before) = get(&app, "/metrics").await;
+    for i in 1..500 {
+        call(&app, odd(i).body(Body::empty()).unwrap()).await;
+        call(&app, Request::get(format!("/no/such/path/{i}")).body(Body::empty()).unwrap()).await;
+    }
+    let (_, after) = get(&app, "/metrics").await;
+    // Only the /metrics scrape itself adds a series between the two reads.
+    assert_eq!(request_series(&after), request_series(&before) + 1, "{after}");
+    assert!(after.contains(r#"method="other",route="/healthz",status="405"} 500"#), "{after}");
+    assert!(after.contains(r#"method="GET",route="other",status="404"} 500"#), "{after}");
+    assert!(!after.contains("Z1X"), "{after}");
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_a_json_408_and_the_connection_closes() {
+    let limits = Limits { body_timeout: std::time::Duration::from_millis(200), ..Limits::default() };
+    let app = dry_run(None).limits(limits).build().router.clone();
+    let never_ends = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let request = Request::post("/api/v1/spawn")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(never_ends))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.headers()["connection"], "close");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["code"], json!("request_timeout"), "{error}");
+}
+
+#[tokio::test]
+async fn a_large_body_gets_a_json_413_before_anything_else() {
+    let limits = Limits { body_bytes: 100, ..Limits::default() };
+    let app = dry_run(Some("s3cret")).limits(limits).build().router.clone();
+    let big = json!({"user": "a".repeat(200)}).to_string();
+    // Declared too large: refused before reading; without a length: refused at the limit.
+    let declared = Request::post("/api/v1/render").header("content-type", "application/json");
+    let (status, text) = call(&app, declared.body(Body::from(big.clone())).unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["code"], json!("body_too_large"));
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(big))]);
+    let streamed = Request::post("/api/v1/render").body(Body::from_stream(chunks)).unwrap();
+    let (status, _) = call(&app, streamed).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use kube::core::{Selector, SelectorExt};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{self, PROFILES_KEY, ProfileDoc, ProfileSet};
@@ -29,7 +30,7 @@ pub struct ConfigMapSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileSelector {
     pub base_name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Selector,
 }
 
 impl Default for ProfileSelector {
@@ -40,27 +41,29 @@ impl Default for ProfileSelector {
 }
 
 impl ProfileSelector {
-    /// `selector` is an equality-based label selector: `key=value[,key=value...]`.
+    /// `selector` is an equality-based label selector: `key=value[,key=value...]` (what the
+    /// flag accepts; kube's `Selector` then matches and prints it).
     pub fn new(base_name: &str, selector: &str) -> Result<Self, String> {
-        let mut labels = BTreeMap::new();
-        for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (key, value) = term
-                .split_once("==")
-                .or_else(|| term.split_once('='))
-                .ok_or_else(|| format!("label selector term `{term}` is not of the form key=value"))?;
-            labels.insert(key.trim().to_owned(), value.trim().to_owned());
-        }
+        let terms = selector.split(',').map(str::trim).filter(|t| !t.is_empty());
+        let labels = terms
+            .map(|term| {
+                let (key, value) = term
+                    .split_once("==")
+                    .or_else(|| term.split_once('='))
+                    .ok_or_else(|| format!("label selector term `{term}` is not of the form key=value"))?;
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            })
+            .collect::<Result<Selector, String>>()?;
         Ok(Self { base_name: base_name.to_owned(), labels })
     }
 
     pub fn matches(&self, cm: &ConfigMapSource) -> bool {
-        cm.name == self.base_name
-            || (!self.labels.is_empty() && self.labels.iter().all(|(k, v)| cm.labels.get(k) == Some(v)))
+        cm.name == self.base_name || (!self.labels.selects_all() && self.labels.matches(&cm.labels))
     }
 
-    /// The selector in Kubernetes' string form, for list/watch calls.
+    /// The selector in Kubernetes' string form.
     pub fn label_selector(&self) -> String {
-        self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        self.labels.to_string()
     }
 }
 
@@ -241,8 +244,8 @@ fn referenced_templates(docs: &[(String, Arc<str>, Arc<ProfileDoc>)]) -> BTreeSe
 pub enum DirError {
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("{path}: document {index}: {message}")]
-    Invalid { path: String, index: usize, message: String },
+    #[error("{path}: {at}: {message}")]
+    Invalid { path: String, at: String, message: String },
 }
 
 /// Reads every `*.yaml`/`*.yml` file in the given folders (or files): one or many ConfigMap
@@ -291,38 +294,36 @@ pub fn parse_configmaps(path: &str, text: &str) -> Result<Vec<ConfigMapSource>, 
         #[serde(default)]
         data: BTreeMap<String, String>,
         #[serde(default)]
-        items: Vec<serde_yaml::Value>,
+        items: Vec<serde_json::Value>,
     }
-    let invalid = |index, message: String| DirError::Invalid { path: path.to_owned(), index, message };
+    let invalid = |at: String, message: String| DirError::Invalid { path: path.to_owned(), at, message };
+    let documents = crate::yaml::documents(text).map_err(|e| {
+        let at = e.line.map_or_else(|| "YAML".to_owned(), |line| format!("line {line}"));
+        invalid(at, e.message)
+    })?;
 
     let mut out = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let index = index + 1;
-        let value = serde_yaml::Value::deserialize(document).map_err(|e| invalid(index, e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        let manifest: Manifest = serde_yaml::from_value(value).map_err(|e| invalid(index, e.to_string()))?;
+    for (index, value) in documents.into_iter().enumerate() {
+        let invalid = |message: String| invalid(format!("document {}", index + 1), message);
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
         let items = match manifest.kind.as_str() {
             "ConfigMap" => vec![manifest],
             "List" | "ConfigMapList" => manifest
                 .items
                 .into_iter()
-                .map(serde_yaml::from_value)
+                .map(serde_json::from_value)
                 .collect::<Result<Vec<Manifest>, _>>()
-                .map_err(|e| invalid(index, e.to_string()))?,
+                .map_err(|e| invalid(e.to_string()))?,
             other => {
-                return Err(invalid(
-                    index,
-                    format!("kind {other} is not a ConfigMap; these folders hold ConfigMaps only"),
-                ));
+                return Err(invalid(format!(
+                    "kind {other} is not a ConfigMap; these folders hold ConfigMaps only"
+                )));
             }
         };
         for item in items {
-            let metadata =
-                item.metadata.ok_or_else(|| invalid(index, "ConfigMap without metadata.name".into()))?;
+            let metadata = item.metadata.ok_or_else(|| invalid("ConfigMap without metadata.name".into()))?;
             if item.kind != "ConfigMap" {
-                return Err(invalid(index, format!("list item of kind {} is not a ConfigMap", item.kind)));
+                return Err(invalid(format!("list item of kind {} is not a ConfigMap", item.kind)));
             }
             out.push(ConfigMapSource { name: metadata.name, labels: metadata.labels, data: item.data });
         }

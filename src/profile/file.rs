@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::de::nullable;
 use super::matching::is_pattern;
-use super::model::{Profile, Size, nullable};
+use super::model::{Profile, Size};
 use super::resources::{ResourceSpec, quantity_value};
 
 /// The data key JSP reads profiles from.
@@ -67,55 +70,70 @@ pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, P
         field,
         message,
     };
-    let doc = serde_yaml::from_str::<Option<ProfileDoc>>(yaml).map_err(|e| {
-        let (field, message, nested) = split_yaml_error(&e);
-        // serde_yaml places errors from field deserialisers at the enclosing mapping.
-        let line = e.location().map(|l| l.line());
-        let line = match &field {
-            Some(field) if nested => locate(yaml, field).or(line),
-            _ => line,
-        };
-        error(line, field, message)
+    let doc = crate::yaml::from_str::<Document>(yaml).map_err(|e| {
+        // The key's line when the path is spelt out in block style, else where the parser was.
+        let line = e.path.as_deref().and_then(|field| locate(yaml, field)).or(e.line);
+        error(line, e.path, e.message)
     })?;
-    let doc = doc.unwrap_or_default();
+    let doc = doc.map(|Document(doc)| doc).unwrap_or_default();
     match first_problem(&doc) {
         Some((field, message)) => Err(error(locate(yaml, &field), Some(field), message)),
         None => Ok(doc),
     }
 }
 
-/// serde_yaml renders `<path>: <message> at line L column C`, and our field deserialisers
-/// start their message with the field's relative path (see `model::invalid`). Returns the
-/// joined field path, the bare message, and whether a relative path was joined.
-fn split_yaml_error(error: &serde_yaml::Error) -> (Option<String>, String, bool) {
-    let mut text = error.to_string();
-    if let Some(location) = error.location() {
-        let suffix = format!(" at line {} column {}", location.line(), location.column());
-        if let Some(stripped) = text.strip_suffix(&suffix) {
-            text = stripped.to_string();
-        }
-    }
-    if text.contains("expected struct ProfileDoc") {
-        let message = "the document must be a mapping with the keys profiles, sizes, gpuTypes and ui";
-        return (None, message.to_string(), false);
-    }
-    let (field, message) = match split_path(&text) {
-        Some((path, message)) => (Some(path.to_string()), message),
-        None => (None, text.as_str()),
-    };
-    match split_path(message) {
-        Some((relative, message)) => {
-            let joined = field.map_or_else(|| relative.to_string(), |f| format!("{f}.{relative}"));
-            (Some(joined), message.to_string(), true)
-        }
-        None => (field, message.to_string(), false),
-    }
-}
+/// A profile document, or a clear refusal of anything that is not a mapping.
+struct Document(ProfileDoc);
 
-/// `profiles[0].users: expected ...` → (`profiles[0].users`, `expected ...`); messages such as
-/// `invalid type: ...` are not paths, as a path has no spaces.
-fn split_path(text: &str) -> Option<(&str, &str)> {
-    text.split_once(": ").filter(|(path, _)| !path.is_empty() && !path.contains(char::is_whitespace))
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DocumentVisitor;
+
+        const NOT_A_MAPPING: &str =
+            "the document must be a mapping with the keys profiles, sizes, gpuTypes and ui";
+
+        impl<'de> Visitor<'de> for DocumentVisitor {
+            type Value = Document;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping with the keys profiles, sizes, gpuTypes and ui")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Document, A::Error> {
+                ProfileDoc::deserialize(MapAccessDeserializer::new(map)).map(Document)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Document, E> {
+                Ok(Document(ProfileDoc::default()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Document, A::Error> {
+                Err(de::Error::custom(NOT_A_MAPPING))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Document, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Document, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Document, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Document, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Document, E> {
+                Err(E::custom(NOT_A_MAPPING))
+            }
+        }
+
+        deserializer.deserialize_any(DocumentVisitor)
+    }
 }
 
 /// The first semantic problem, as (field path, message).

@@ -35,10 +35,10 @@ impl ProfileSet {
     ) -> Option<Value> {
         let (profiles, _) = self.select(who, image, Some(&choice.slug)).ok()?;
         let mut overrides = overrides(&merge(&profiles, None, self.gpu_types()));
-        if let [only] = choice.images.as_slice() {
-            if !is_pattern(only) {
-                overrides.insert("image".into(), Value::String(only.clone()));
-            }
+        if let [only] = choice.images.as_slice()
+            && !is_pattern(only)
+        {
+            overrides.insert("image".into(), Value::String(only.clone()));
         }
 
         let mut entry = Map::new();

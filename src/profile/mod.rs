@@ -18,6 +18,7 @@
 //! - an unknown size is an error (JSP silently ignored it) and sizes match case-insensitively;
 //! - a profile without resources after one without resources is no error (JSP raised).
 
+mod de;
 mod file;
 mod kubespawner;
 mod matching;

@@ -9,10 +9,11 @@ use std::fmt;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::de::{self, Deserializer};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::de::{nullable, scalar_map, scalar_string};
 use super::options::OptionSpec;
 use super::resources::{ResourceSpec, Resources};
 use crate::jsonpath_rw::JsonPath;
@@ -102,22 +103,17 @@ pub struct Service {
     /// Template variables, exposed at the top level of the template context (JSP).
     #[serde(default, deserialize_with = "nullable")]
     pub configuration: Map<String, Value>,
-    #[serde(default, deserialize_with = "labels")]
+    #[serde(default, deserialize_with = "scalar_map")]
     pub labels: BTreeMap<String, String>,
     /// `ENV_NAME: <jsonpath-rw path on the applied object>`, in the order written (the
     /// notebook's environment keeps it), parsed when the ConfigMap loads.
-    #[serde(
-        rename = "return",
-        default,
-        deserialize_with = "returns",
-        skip_serializing_if = "IndexMap::is_empty"
-    )]
+    #[serde(rename = "return", default, deserialize_with = "nullable")]
     pub returns: IndexMap<String, JsonPath>,
     /// Extension: environment values rendered as templates (unrendered here), in written order.
-    #[serde(default, deserialize_with = "service_env")]
+    #[serde(default, deserialize_with = "scalar_map")]
     pub env: IndexMap<String, String>,
     /// Extension: typed choices the user may make, validated before rendering.
-    #[serde(default, deserialize_with = "service_options")]
+    #[serde(default, deserialize_with = "nullable")]
     pub options: BTreeMap<String, OptionSpec>,
 }
 
@@ -154,38 +150,22 @@ impl Wait {
     }
 }
 
-/// Errors raised by the field deserialisers below start with the field's path relative to the
-/// mapping that holds it (`users: ...`, `env[2]: ...`): serde_yaml reports such errors at that
-/// mapping, and `file.rs` joins the two paths.
-pub(super) fn invalid<E: de::Error>(field: impl fmt::Display, message: impl fmt::Display) -> E {
-    E::custom(format!("{field}: {message}"))
-}
-
-/// A key written with no value (`users:`) is YAML null; JSP treated it as absent.
-pub(super) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 fn images<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    names(deserializer, "images")
+    names(deserializer)
 }
 
 fn users<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    names(deserializer, "users")
+    names(deserializer)
 }
 
 fn groups<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    names(deserializer, "groups")
+    names(deserializer)
 }
 
 /// A list of names; a single name counts as a one-element list (for `images: foo:1` JSP would
 /// have done a substring test).
-fn names<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<Vec<String>, D::Error> {
-    let expected = |got: &Value| invalid(field, format!("expected a name or a list of names, got {got}"));
+fn names<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let expected = |got: &Value| de::Error::custom(format!("expected a name or a list of names, got {got}"));
     match Option::<Value>::deserialize(deserializer)? {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => {
@@ -199,7 +179,7 @@ fn names<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<Vec<
 fn gpu_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     match Option::<Value>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(raw) => jsp_gpu(&raw).map_err(|e| invalid("gpu", e)),
+        Some(raw) => jsp_gpu(&raw).map_err(de::Error::custom),
     }
 }
 
@@ -240,58 +220,9 @@ fn wait<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Wait>, D::E
         Some(Value::Bool(enabled)) => Ok(Some(Wait::Enabled(enabled))),
         Some(Value::Object(fields)) if timeout(&fields).is_some() => Ok(timeout(&fields)),
         Some(other) => {
-            Err(invalid("wait", format!("expected true, false or {{timeout_seconds: N}}, got {other}")))
+            Err(de::Error::custom(format!("expected true, false or {{timeout_seconds: N}}, got {other}")))
         }
     }
-}
-
-fn labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
-    string_map(deserializer, "labels")
-}
-
-fn returns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IndexMap<String, JsonPath>, D::Error> {
-    let paths: IndexMap<String, String> = string_map(deserializer, "return")?;
-    paths
-        .into_iter()
-        .map(|(env, path)| match JsonPath::parse(&path) {
-            Ok(parsed) => Ok((env, parsed)),
-            Err(e) => Err(invalid(
-                format!("return.{env}"),
-                format!("`{path}` is not a jsonpath-rw path (JSP's dialect, e.g. metadata.labels[key] or spec.containers[0].image): {e}"),
-            )),
-        })
-        .collect()
-}
-
-fn service_env<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IndexMap<String, String>, D::Error> {
-    string_map(deserializer, "env")
-}
-
-/// Label values, JSONPaths and env templates are strings, but YAML readily types `1` or `true`.
-fn string_map<'de, D: Deserializer<'de>, M: FromIterator<(String, String)>>(
-    deserializer: D,
-    field: &str,
-) -> Result<M, D::Error> {
-    let raw: IndexMap<String, Value> = nullable(deserializer)?;
-    raw.into_iter()
-        .map(|(key, value)| match scalar_string(&value) {
-            Some(text) => Ok((key, text)),
-            None => Err(invalid(format!("{field}.{key}"), format!("expected a string, got {value}"))),
-        })
-        .collect()
-}
-
-fn service_options<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, OptionSpec>, D::Error> {
-    // Through `Value`, so that an error names the option (serde_yaml would stop at `options`).
-    let raw: BTreeMap<String, Value> = nullable(deserializer)?;
-    raw.into_iter()
-        .map(|(name, spec)| match OptionSpec::deserialize(spec) {
-            Ok(spec) => Ok((name, spec)),
-            Err(e) => Err(invalid(format!("options.{name}"), e)),
-        })
-        .collect()
 }
 
 fn size_resources<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Resources, D::Error> {
@@ -299,40 +230,80 @@ fn size_resources<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Resource
     Ok(spec.map(|s| s.normalised().into_resources()).unwrap_or_default())
 }
 
-/// Env as a list of `EnvVar` or the legacy `{NAME: value}` map; values become strings because
-/// Kubernetes only accepts strings (JSP got them from the Python client's coercion).
+/// Env as a list of `EnvVar` or the legacy `{NAME: value}` map (kept in the admin's order);
+/// values become strings because Kubernetes only accepts strings (JSP got the same from the
+/// Python client's coercion).
 fn env_vars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Value>, D::Error> {
-    // serde_yaml's mapping keeps the admin's order of a legacy map (a JSON map would sort it).
-    let Some(raw) = Option::<serde_yaml::Value>::deserialize(deserializer)? else {
-        return Ok(Vec::new());
-    };
-    let json = |v: &serde_yaml::Value| serde_json::to_value(v).map_err(|e| invalid("env", e));
-    match &raw {
-        serde_yaml::Value::Mapping(legacy) => legacy
-            .iter()
-            .map(|(name, value)| {
-                let name = scalar_string(&json(name)?).unwrap_or_default();
-                let value = json(value)?;
-                let text = env_value(&value).ok_or_else(|| {
-                    invalid(format!("env.{name}"), format!("expected a string, got {value}"))
-                })?;
-                Ok(serde_json::json!({ "name": name, "value": text }))
-            })
-            .collect(),
-        serde_yaml::Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                env_list_item(json(item)?).map_err(|message| invalid(format!("env[{i}]"), message))
-            })
-            .collect(),
-        other => Err(invalid(
-            "env",
-            format!(
-                "expected a list of {{name, value}} or {{name, valueFrom}} entries, or a NAME: value map, got {}",
-                json(other)?
-            ),
-        )),
+    struct EnvVisitor;
+
+    impl<'de> Visitor<'de> for EnvVisitor {
+        type Value = Vec<Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of {name, value} or {name, valueFrom} entries, or a NAME: value map")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut vars = Vec::new();
+            while let Some(EnvListItem(var)) = seq.next_element()? {
+                vars.push(var);
+            }
+            Ok(vars)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut vars = Vec::new();
+            while let Some(name) = map.next_key::<ScalarKey>()? {
+                let EnvText(text) = map.next_value()?;
+                vars.push(serde_json::json!({ "name": name.0, "value": text }));
+            }
+            Ok(vars)
+        }
+    }
+
+    deserializer.deserialize_option(EnvVisitor)
+}
+
+/// A legacy env map's key: the variable name, as written.
+struct ScalarKey(String);
+
+impl<'de> Deserialize<'de> for ScalarKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(ScalarKey(scalar_string(&value).unwrap_or_default()))
+    }
+}
+
+/// A legacy env map's value: a string, or nothing (the empty string).
+struct EnvText(String);
+
+impl<'de> Deserialize<'de> for EnvText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        env_value(&value)
+            .map(EnvText)
+            .ok_or_else(|| de::Error::custom(format!("expected a string, got {value}")))
+    }
+}
+
+/// One `EnvVar` of an env list, checked and with its `value` made a string.
+struct EnvListItem(Value);
+
+impl<'de> Deserialize<'de> for EnvListItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        env_list_item(Value::deserialize(deserializer)?).map(EnvListItem).map_err(de::Error::custom)
     }
 }
 
@@ -358,15 +329,5 @@ fn env_value(value: &Value) -> Option<String> {
         Value::Null => Some(String::new()),
         Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(crate::python::str(value)),
         Value::Array(_) | Value::Object(_) => None,
-    }
-}
-
-/// A YAML scalar as the text the admin wrote (`80` → "80", `true` → "true").
-pub(super) fn scalar_string(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }

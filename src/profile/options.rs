@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::scalar_string;
+use super::de::scalar_string;
 
 /// The declaration of one option. Unknown keys are rejected here (unlike in profiles): options
 /// are new, so there is no old file to stay compatible with, and a misspelt `maximum` would
@@ -116,10 +116,10 @@ impl OptionSpec {
     pub fn problem(&self) -> Option<String> {
         match self {
             OptionSpec::Integer { default, min, max, .. } => {
-                if let (Some(min), Some(max)) = (min, max) {
-                    if min > max {
-                        return Some(format!("min {min} is greater than max {max}"));
-                    }
+                if let (Some(min), Some(max)) = (min, max)
+                    && min > max
+                {
+                    return Some(format!("min {min} is greater than max {max}"));
                 }
                 let outside = |d: i64| min.is_some_and(|m| d < m) || max.is_some_and(|m| d > m);
                 default.filter(|&d| outside(d)).map(|d| format!("default {d} is not {}", bounds(*min, *max)))

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::model::{invalid, scalar_string};
+use super::de::QuantityText;
 
 /// Resource name → Kubernetes quantity, e.g. `cpu: 500m`.
 pub type Quantities = BTreeMap<String, String>;
@@ -33,9 +32,9 @@ impl Resources {
 /// profile's `requests` replaces the whole earlier `requests` map, while an absent side is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResourceSpec {
-    #[serde(default, deserialize_with = "requests", skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "quantities", skip_serializing_if = "Option::is_none")]
     pub requests: Option<Quantities>,
-    #[serde(default, deserialize_with = "limits", skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "quantities", skip_serializing_if = "Option::is_none")]
     pub limits: Option<Quantities>,
     #[serde(default, deserialize_with = "mem_limit", skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<String>,
@@ -150,48 +149,23 @@ pub fn quantity_value(text: &str) -> Result<f64, String> {
     Ok(number * scale)
 }
 
-fn requests<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Quantities>, D::Error> {
-    quantities(deserializer, "requests")
-}
-
-fn limits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Quantities>, D::Error> {
-    quantities(deserializer, "limits")
-}
-
 /// `max_resources` (extension): the most a notebook of this profile may ask for.
 pub(super) fn max_resources<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Quantities, D::Error> {
-    Ok(quantities(deserializer, "max_resources")?.unwrap_or_default())
+    Ok(quantities(deserializer)?.unwrap_or_default())
 }
 
 fn mem_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    let raw = Option::<Value>::deserialize(deserializer)?;
-    raw.filter(|v| !v.is_null()).map(|v| quantity(v, "mem_limit")).transpose()
+    Ok(Option::<QuantityText>::deserialize(deserializer)?.map(|q| q.0))
 }
 
 fn cpu_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    let raw = Option::<Value>::deserialize(deserializer)?;
-    raw.filter(|v| !v.is_null()).map(|v| quantity(v, "cpu_limit")).transpose()
+    Ok(Option::<QuantityText>::deserialize(deserializer)?.map(|q| q.0))
 }
 
-fn quantities<'de, D: Deserializer<'de>>(
-    deserializer: D,
-    side: &str,
-) -> Result<Option<Quantities>, D::Error> {
-    let Some(raw) = Option::<BTreeMap<String, Value>>::deserialize(deserializer)? else {
-        // `requests:` with no value: present but empty, as in JSP.
-        return Ok(Some(Quantities::new()));
-    };
-    raw.into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(name, v)| Ok((name.clone(), quantity(v, &format!("{side}.{name}"))?)))
-        .collect::<Result<_, _>>()
-        .map(Some)
-}
-
-/// Numbers are fine in YAML (`cpu: 1`), and become the string Kubernetes expects.
-fn quantity<E: de::Error>(value: Value, field: &str) -> Result<String, E> {
-    match value {
-        Value::String(_) | Value::Number(_) => Ok(scalar_string(&value).unwrap_or_default()),
-        other => Err(invalid(field, format!("expected a quantity such as 500m or 2Gi, got {other}"))),
-    }
+/// `requests:` with no value is present but empty, as in JSP; a resource with no value is left
+/// out.
+fn quantities<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Quantities>, D::Error> {
+    let raw =
+        Option::<BTreeMap<String, Option<QuantityText>>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(Some(raw.into_iter().filter_map(|(name, q)| Some((name, q?.0))).collect()))
 }

@@ -89,7 +89,8 @@ fn keys_without_values_count_as_absent() {
 #[test]
 fn yaml_syntax_errors_give_the_line() {
     let e = problem("profiles:\n- name: a\n  env: [\n");
-    assert_eq!(e.line, Some(4));
+    // The line of the bracket left open (serde_yaml reported the end of the text, line 4).
+    assert_eq!(e.line, Some(3));
     assert_eq!(e.field, None);
 }
 
@@ -172,7 +173,9 @@ fn inconsistent_option_declarations_are_rejected() {
             "profiles:\n- slug: ray\n  services:\n    ray:\n      options:\n        workers: {spec}\n"
         );
         let e = problem(&yaml);
-        assert_eq!(e.field.as_deref(), Some("profiles[0].services.ray.options.workers"), "{spec}");
+        // An unknown `type` is named exactly (serde's path reaches the tag).
+        let field = if spec.contains("float") { "options.workers.type" } else { "options.workers" };
+        assert_eq!(e.field, Some(format!("profiles[0].services.ray.{field}")), "{spec}");
         assert_eq!(e.line, Some(6), "{spec}");
         assert!(e.message.contains(expected), "{spec}: {}", e.message);
     }
@@ -981,4 +984,30 @@ sizes:
 fn max_resources_must_be_quantities() {
     let err = problem("profiles:\n- name: p\n  max_resources: {cpu: lots}\n");
     assert_eq!(err.field.as_deref(), Some("profiles[0].max_resources.cpu"), "{err}");
+}
+
+#[test]
+fn refused_values_deep_in_a_profile_are_named_by_serdes_own_path() {
+    let cases = [
+        ("profiles:\n- name: a\n  env:\n    GOOD: x\n    BAD: [1]\n", "profiles[0].env.BAD", 5),
+        (
+            "profiles:\n- name: a\n  services:\n    s:\n      labels:\n        team: {x: 1}\n",
+            "profiles[0].services.s.labels.team",
+            6,
+        ),
+        (
+            "profiles:\n- name: a\n- name: b\n  resources:\n    requests:\n      cpu: [1]\n",
+            "profiles[1].resources.requests.cpu",
+            6,
+        ),
+        (
+            "sizes:\n- name: s\n  resources:\n    limits:\n      memory: {a: b}\n",
+            "sizes[0].resources.limits.memory",
+            5,
+        ),
+    ];
+    for (yaml, field, line) in cases {
+        let e = problem(yaml);
+        assert_eq!((e.field.as_deref(), e.line), (Some(field), Some(line)), "{yaml}: {e}");
+    }
 }

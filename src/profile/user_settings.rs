@@ -64,8 +64,8 @@ pub struct Presets {
 
 /// Parses the presets' text (JSP wrote it with `yaml.dump`). Says what is wrong otherwise.
 pub fn parse_presets(text: &str) -> Result<Presets, String> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
-    let fields = match value {
+    let value: Option<Value> = crate::yaml::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+    let fields = match value.unwrap_or_default() {
         Value::Null => return Ok(Presets::default()),
         Value::Object(fields) => fields,
         other => {

@@ -1,5 +1,5 @@
 //! A fast path for [`super::Template::render`]: parsing the rendered YAML was ~90% of a render
-//! (serde_yaml: ~0.9 M instructions for the default RayCluster), so templates made only of text
+//! (~0.9 M instructions for the default RayCluster, measured with serde_yaml), so templates made only of text
 //! and `{{value}}` placeholders are parsed once into a *skeleton* and each render substitutes
 //! the values into a copy of it.
 //!
@@ -9,14 +9,13 @@
 //!   placeholder in exactly one string scalar and none in a key, comment or anchor copy;
 //! - every value is inert (see [`super::yaml_escape::is_inert`]: it cannot change YAML structure)
 //!   and non-empty; values with `:` only outside flow collections;
-//! - a plain scalar that is a placeholder alone gets YAML's type resolution (done by serde_yaml
-//!   on the value alone); a placeholder inside longer text must give a value that cannot
+//! - a plain scalar that is a placeholder alone gets YAML's type resolution (done by the YAML
+//!   parser on the value alone); a placeholder inside longer text must give a value that cannot
 //!   resolve to a non-string, else the full path decides.
 
 use std::sync::OnceLock;
 
 use handlebars::Handlebars;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::TEMPLATE_NAME;
@@ -146,17 +145,20 @@ fn split(text: &str) -> Option<(Vec<String>, Vec<&str>)> {
     Some((raws, values))
 }
 
-/// Whether serde_yaml could resolve this plain scalar to null, a boolean or a number.
+/// Whether YAML could resolve this plain scalar to null, a boolean or a number.
 fn maybe_not_a_string(s: &str) -> bool {
     s.is_empty()
         || s.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '~'))
         || ["null", "true", "false"].iter().any(|w| s.eq_ignore_ascii_case(w))
 }
 
-/// YAML's resolution of a plain scalar, by serde_yaml itself.
+/// YAML's resolution of a plain scalar, by the YAML parser itself.
 fn resolve(s: &str) -> Option<Value> {
-    let value = Value::deserialize(serde_yaml::Deserializer::from_str(s)).ok()?;
-    matches!(value, Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_)).then_some(value)
+    match crate::yaml::documents(s).ok()?.as_slice() {
+        [] => Some(Value::Null),
+        [value @ (Value::Bool(_) | Value::Number(_) | Value::String(_))] => Some(value.clone()),
+        _ => None,
+    }
 }
 
 fn at<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
@@ -176,13 +178,7 @@ fn sentinel_b(i: usize) -> String {
 
 /// One object from YAML text, as the full path would accept it.
 fn parse_one(text: &str) -> Option<Value> {
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let value = Value::deserialize(document).ok()?;
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
+    let mut documents = crate::yaml::documents(text).ok()?;
     (documents.len() == 1 && documents[0].is_object()).then(|| documents.remove(0))
 }
 

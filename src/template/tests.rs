@@ -572,8 +572,9 @@ fn templates_can_be_shared_across_threads() {
 }
 
 #[test]
-fn edit_distance_counts_single_edits() {
-    assert_eq!(edit_distance("cpu_reqest", "cpu_request"), 1);
-    assert_eq!(edit_distance("", "abc"), 3);
-    assert_eq!(edit_distance("kitten", "sitting"), 3);
+fn suggestions_are_at_most_two_edits_away_at_the_level_that_fails() {
+    let context = json!({"cpu_request": "1", "options": {"workers": 2}});
+    assert_eq!(suggestion(&context, "cpu_reqest").as_deref(), Some("cpu_request"));
+    assert_eq!(suggestion(&context, "options.wrokers").as_deref(), Some("workers"));
+    assert_eq!(suggestion(&context, "memory"), None);
 }

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use singleuser_profiles::ray::RayCluster;
 
 /// How to get the environment these tests need.
 const HOW_TO_START: &str = "run `scripts/cluster up && eval \"$(scripts/cluster env)\"` first, \
@@ -178,6 +179,11 @@ async fn create_temp_ns(client: &Client) -> String {
     })
     .await;
     name
+}
+
+/// The RayClusters of `ns`.
+pub fn rayclusters(client: &Client, ns: &str) -> Api<RayCluster> {
+    Api::namespaced(client.clone(), ns)
 }
 
 /// The HTTP status code of a failed API call, if the API server answered.

@@ -1,71 +1,33 @@
 //! The binary as a user runs it: `serve` on a machine with no cluster, `render`, `validate`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_singleuser-profiles");
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::client;
+use crate::process::Service;
+use crate::{BINARY, serve_command};
 
 /// A command with no way to reach a cluster: no KUBECONFIG, a HOME without `.kube`.
 fn isolated(home: &Path) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(BINARY);
     command
-        .current_dir(repo())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", home)
-        .env("SUP_LOG_FORMAT", "json");
+        .env("HOME", home);
     command
 }
 
-fn curl(args: &[&str]) -> Value {
-    let output = Command::new("curl").arg("-sS").args(args).output().expect("curl runs");
-    assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
-}
-
-#[test]
-fn serve_on_a_fresh_machine_is_a_dry_run_of_the_repo_folders() {
+#[tokio::test]
+async fn serve_on_a_fresh_machine_is_a_dry_run_of_the_repo_folders() {
     let home = tempfile::tempdir().unwrap();
-    let mut child = isolated(home.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said_dry_run = false;
-    let mut listen = None;
-    for line in lines.by_ref().take(50) {
-        let line = line.unwrap();
-        said_dry_run |= line.contains("DRY RUN");
-        if let Ok(event) = serde_json::from_str::<Value>(&line) {
-            if let Some(addr) = event["listen"].as_str() {
-                listen = Some(addr.to_owned());
-                break;
-            }
-        }
-    }
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let base = format!("http://{}", listen.expect("the log names the listen address"));
-    assert!(said_dry_run, "the log says loudly that this is a dry run");
+    let service = Service::start(serve_command(home.path())).await;
+    assert!(service.log().contains("DRY RUN"), "the log says loudly that this is a dry run");
 
-    let answer = curl(&[
-        &format!("{base}/api/v1/spawn"),
-        "-H",
-        "content-type: application/json",
-        "-d",
-        r#"{"user": "alice", "profile": "ray"}"#,
-    ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    let body = json!({"user": "alice", "profile": "ray"});
+    let answer = client::call(service.addr, "POST", "/api/v1/spawn", None, Some(&body)).await.unwrap().json();
     assert_eq!(answer["dry_run"], json!(true), "{answer:#}");
     assert_eq!(answer["objects"][0]["kind"], json!("RayCluster"), "{answer:#}");
     assert_eq!(answer["environment"]["RAY_ADDRESS"], json!("ray://ray-alice-head-svc.default.svc:10001"));
@@ -80,10 +42,7 @@ fn render_prints_manifests_and_the_json_body_without_a_cluster() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
-    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect();
+    let objects: Vec<Value> = singleuser_profiles::yaml::documents(&text).unwrap();
     assert_eq!(objects[0]["kind"], json!("RayCluster"));
     assert_eq!(objects[0]["spec"]["workerGroupSpecs"][0]["replicas"], json!(4));
     assert!(text.contains("#   RAY_ADDRESS=ray://ray-alice-head-svc.default.svc:10001"), "{text}");

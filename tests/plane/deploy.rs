@@ -6,9 +6,8 @@
 //! The service runs here as its own process (`CARGO_BIN_EXE`), started the way the Deployment
 //! starts it, and is called over HTTP.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -17,12 +16,12 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
 use singleuser_profiles::catalog;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::process::Service;
 use crate::support::{api_error_code, cluster_env, token_client, wait_for, with_temp_ns};
+use crate::{BINARY, client};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const BINARY: &str = env!("CARGO_BIN_EXE_singleuser-profiles");
 const HUB_TOKEN: &str = "hub-token-for-deploy-tests";
 /// The name the `deploy/` base gives its ServiceAccount, Role, Deployment and Service.
 const NAME: &str = "singleuser-profiles";
@@ -62,10 +61,7 @@ fn kustomize_into(folder: &str, namespace: &str) -> Vec<Value> {
     )
     .unwrap();
     let text = kubectl(&["kustomize", dir.path().to_str().unwrap()], None);
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    singleuser_profiles::yaml::documents(&text).unwrap()
 }
 
 fn kind_name(object: &Value) -> (&str, &str) {
@@ -127,101 +123,12 @@ async fn the_kustomize_output_is_accepted_by_the_api_server() {
     .await;
 }
 
-/// The binary, running until dropped; its log is kept for failure messages.
-struct ServiceProcess {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for ServiceProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServiceProcess {
-    /// Starts `command` (the binary or a wrapper that execs it) with `args` and `--listen` on a
-    /// free local port, and waits until `/readyz` answers 200.
-    async fn start(mut command: Command, log_dir: &Path) -> ServiceProcess {
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let log = log_dir.join("service.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command
-            .arg(format!("--listen={addr}"))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start the service");
-        let mut service = ServiceProcess { child, addr, log };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = service.child.try_wait().unwrap() {
-                panic!("the service exited ({status}):\n{}", service.log_text());
-            }
-            if let Ok((StatusCode::OK, _)) = http_call(addr, "GET", "/readyz", None).await {
-                return service;
-            }
-            assert!(std::time::Instant::now() < deadline, "not ready in 30 s:\n{}", service.log_text());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        http_call(self.addr, method, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}; service log:\n{}", self.log_text()))
-    }
-}
-
-/// One HTTP/1.1 request with the hub's token, over a fresh connection.
-async fn http_call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> std::io::Result<(StatusCode, Value)> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
-         authorization: token {HUB_TOKEN}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let bad = || std::io::Error::other(format!("not an HTTP response: {text:?}"));
-    let (head, mut payload) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
-    let decoded;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        decoded = dechunk(payload).ok_or_else(bad)?;
-        payload = &decoded;
-    }
-    let value = serde_json::from_str(payload).unwrap_or_else(|_| json!(payload));
-    Ok((StatusCode::from_u16(code).map_err(|_| bad())?, value))
-}
-
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        body = rest.get(size + 2..)?;
-    }
+/// A call with the hub's token; the service log in the panic message when it fails.
+async fn call(service: &Service, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let reply = client::call(service.addr, method, path, Some(HUB_TOKEN), body.as_ref())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}; service log:\n{}", service.log()));
+    (reply.status, reply.json())
 }
 
 #[tokio::test]
@@ -255,19 +162,19 @@ async fn the_service_works_with_exactly_the_deploy_rbac_and_cannot_read_secrets(
             .env("KUBECONFIG", dir.path().join("kubeconfig"))
             .args(["serve", "--mode=cluster", "--namespace", &ns])
             .arg(format!("--hub-token-file={}", dir.path().join("token").display()));
-        let service = ServiceProcess::start(command, dir.path()).await;
+        let service = Service::start(command).await;
 
         let spawn = json!({"user": "alice", "profile": "ray", "options": {"workers": 1}});
-        let (status, answer) = service.call("POST", "/api/v1/spawn", Some(spawn)).await;
-        assert_eq!(status, StatusCode::OK, "{answer:#}\n{}", service.log_text());
+        let (status, answer) = call(&service, "POST", "/api/v1/spawn", Some(spawn)).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}\n{}", service.log());
         assert_eq!(answer["dry_run"], false);
         let cluster = answer["cluster"].as_str().unwrap().to_owned();
 
-        let (status, listing) = service.call("GET", "/api/v1/users/alice/clusters", None).await;
+        let (status, listing) = call(&service, "GET", "/api/v1/users/alice/clusters", None).await;
         assert_eq!(status, StatusCode::OK, "{listing:#}");
         assert_eq!(listing["clusters"][0]["name"], json!(cluster), "{listing:#}");
 
-        let (status, stopped) = service.call("POST", "/api/v1/stop", Some(json!({"user": "alice"}))).await;
+        let (status, stopped) = call(&service, "POST", "/api/v1/stop", Some(json!({"user": "alice"}))).await;
         assert_eq!(status, StatusCode::OK, "{stopped:#}");
         assert_eq!(stopped["stopped"], true);
         let managed = ListParams::default().labels("app.kubernetes.io/managed-by=singleuser-profiles");
@@ -289,7 +196,7 @@ async fn the_service_works_with_exactly_the_deploy_rbac_and_cannot_read_secrets(
         assert_eq!(api_error_code(&elsewhere), Some(403), "{elsewhere}");
 
         // Nothing the service did in the background was refused either.
-        let log = service.log_text();
+        let log = service.log();
         assert!(!log.to_ascii_lowercase().contains("forbidden"), "a call was refused:\n{log}");
     })
     .await;
@@ -331,14 +238,13 @@ exec setpriv --reuid={ARBITRARY_UID} --regid={ARBITRARY_UID} --clear-groups --no
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/nonexistent");
-    let logs = tempfile::tempdir().unwrap();
-    let service = ServiceProcess::start(command, logs.path()).await;
+    let service = Service::start(command).await;
 
-    let status = std::fs::read_to_string(format!("/proc/{}/status", service.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", service.pid())).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(uid.split_whitespace().skip(1).collect::<Vec<_>>(), [ARBITRARY_UID; 4], "{uid}");
-    let (status, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "alice"}))).await;
-    assert_eq!(status, StatusCode::OK, "{answer:#}\n{}", service.log_text());
+    let (status, answer) = call(&service, "POST", "/api/v1/render", Some(json!({"user": "alice"}))).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}\n{}", service.log());
     assert!(answer["objects"].as_array().is_some_and(|o| !o.is_empty()), "{answer:#}");
     assert!(answer["environment"]["RAY_ADDRESS"].is_string(), "{answer:#}");
 }

@@ -3,41 +3,35 @@
 //! the real KubeRay operator.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use singleuser_profiles::api::{self, AppState, Authenticator, HubToken, Limits, Verifier};
-use singleuser_profiles::catalog::{self, ProfileSelector, watch};
-use singleuser_profiles::cluster::{self, Clusters};
+use singleuser_profiles::api::{Authenticator, HubToken, Verifier};
+use singleuser_profiles::app::{App, ClusterSetup};
+use singleuser_profiles::catalog;
+use singleuser_profiles::cluster;
 use singleuser_profiles::lifecycle::{self, Owners, Quota, Reaping};
 use singleuser_profiles::metrics::Metrics;
+use singleuser_profiles::ray::RayCluster;
+use singleuser_profiles::spawn::Backend;
 use tower::ServiceExt;
 
-use crate::support::{User, wait_for, with_temp_ns};
+use crate::support::{User, rayclusters, wait_for, with_temp_ns};
 
 const HUB_TOKEN: &str = "hub-token-for-tests";
 const MANAGED: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
 
-/// The service as `serve` wires it in cluster mode, watching `ns`.
+/// The service as `serve` builds it in cluster mode, watching `ns`.
 struct Service {
-    router: Router,
+    app: App,
     owners: Owners,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    }
 }
 
 /// The reaper off: most tests run no notebook pods.
@@ -49,31 +43,19 @@ impl Service {
     }
 
     async fn start_with(client: &Client, ns: &str, quota: Quota, reaping: Reaping) -> Service {
-        let metrics = Metrics::default();
-        let (mut snapshot, watch_task) =
-            watch::start(client.clone(), ns, ProfileSelector::default(), metrics.clone());
+        let setup = ClusterSetup { quota, reaping, ..ClusterSetup::new(client.clone()) };
+        // User tokens (alice's, bob's) are verified the way the ODH dashboard's are.
+        let verifiers = vec![Verifier::TokenReview(client.clone())];
+        let app =
+            App::cluster(setup, ns).auth(Authenticator::new(HubToken::new(HUB_TOKEN), verifiers)).build();
+        let mut snapshot = app.state.snapshot.clone();
         tokio::time::timeout(Duration::from_secs(30), snapshot.wait_for(|s| s.loaded))
             .await
             .expect("the first ConfigMap list within 30 s")
             .expect("watch running");
-        let (owners, lifecycle_task) = lifecycle::start(client.clone(), ns, reaping);
-        // User tokens (alice's, bob's) are verified the way the ODH dashboard's are.
-        let verifiers = vec![Verifier::TokenReview(client.clone())];
-        let state = AppState {
-            snapshot,
-            clusters: Some(Clusters::new(client.clone())),
-            owners: Some(owners.clone()),
-            quota,
-            namespace: ns.to_owned(),
-            auth: Authenticator::new(HubToken::new(HUB_TOKEN), verifiers),
-            metrics,
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        };
-        Service {
-            router: api::router(state, Limits::default()),
-            owners,
-            tasks: vec![watch_task, lifecycle_task],
-        }
+        let Backend::Cluster(cluster) = &app.state.backend else { unreachable!("a cluster-mode app") };
+        let owners = cluster.owners.clone();
+        Service { owners, app }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -106,7 +88,7 @@ impl Service {
             None => request.body(Body::empty()),
         }
         .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = self.app.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
@@ -157,24 +139,8 @@ async fn apply_profiles(client: &Client, ns: &str, name: &str, document: &str) {
     apply_configmaps(client, ns, &[cm]).await;
 }
 
-fn dynamic(
-    client: &Client,
-    ns: &str,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::namespaced_with(client.clone(), ns, &ar)
-}
-
-fn rayclusters(client: &Client, ns: &str) -> Api<DynamicObject> {
-    dynamic(client, ns, "ray.io", "v1", "RayCluster", "rayclusters")
-}
-
-fn ingresses(client: &Client, ns: &str) -> Api<DynamicObject> {
-    dynamic(client, ns, "networking.k8s.io", "v1", "Ingress", "ingresses")
+fn ingresses(client: &Client, ns: &str) -> Api<Ingress> {
+    Api::namespaced(client.clone(), ns)
 }
 
 /// Names of the objects this service made in `ns`: owner ConfigMaps, RayClusters, Ingresses.
@@ -184,10 +150,11 @@ async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
     for cm in Api::<ConfigMap>::namespaced(client.clone(), ns).list(&params).await.unwrap() {
         names.push(format!("ConfigMap/{}", cm.metadata.name.unwrap()));
     }
-    for (kind, api) in [("RayCluster", rayclusters(client, ns)), ("Ingress", ingresses(client, ns))] {
-        for obj in api.list(&params).await.unwrap() {
-            names.push(format!("{kind}/{}", obj.metadata.name.unwrap()));
-        }
+    for rc in rayclusters(client, ns).list(&params).await.unwrap() {
+        names.push(format!("RayCluster/{}", rc.metadata.name.unwrap()));
+    }
+    for ingress in ingresses(client, ns).list(&params).await.unwrap() {
+        names.push(format!("Ingress/{}", ingress.metadata.name.unwrap()));
     }
     names
 }
@@ -225,14 +192,14 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
         assert_eq!(owner_labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
         let user_label = owner_labels["jupyterhub.opendatahub.io/user"].clone();
 
-        for obj in [
-            rayclusters(&client, &ns).get(&cluster).await.unwrap(),
-            ingresses(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap(),
+        for metadata in [
+            rayclusters(&client, &ns).get(&cluster).await.unwrap().metadata,
+            ingresses(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap().metadata,
         ] {
-            let labels = obj.metadata.labels.clone().unwrap();
+            let labels = metadata.labels.clone().unwrap();
             assert_eq!(labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
             assert_eq!(labels["jupyterhub.opendatahub.io/user"], user_label);
-            let refs = obj.metadata.owner_references.clone().unwrap();
+            let refs = metadata.owner_references.clone().unwrap();
             assert_eq!(refs.len(), 1);
             assert_eq!((refs[0].kind.as_str(), refs[0].name.as_str()), ("ConfigMap", owner_name));
             assert_eq!(refs[0].uid, owner_uid);
@@ -242,10 +209,7 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
         wait_for(Duration::from_secs(120), "HeadPodReady on the spawned RayCluster", || {
             let rcs = rcs.clone();
             let cluster = cluster.clone();
-            async move {
-                let rc = rcs.get(&cluster).await.ok()?;
-                cluster::head_ready(&serde_json::to_value(rc).ok()?).then_some(())
-            }
+            async move { rcs.get(&cluster).await.ok()?.head_ready().then_some(()) }
         })
         .await;
 
@@ -568,7 +532,8 @@ profiles:
         let (status, answer) = service.spawn(json!({"user": "dana", "profile": "ray-wait"})).await;
         assert_eq!(status, StatusCode::OK, "{answer:#}");
         let rc = answer["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
-        assert!(cluster::head_ready(rc), "the answer carries the ready RayCluster: {rc:#}");
+        let typed: RayCluster = serde_json::from_value(rc.clone()).unwrap();
+        assert!(typed.head_ready(), "the answer carries the ready RayCluster: {rc:#}");
         assert!(rc["metadata"].get("managedFields").is_none(), "without bookkeeping: {rc:#}");
     })
     .await;
@@ -684,7 +649,7 @@ async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
         let reaping = Reaping { grace: Duration::from_secs(3), interval: Duration::from_secs(1) };
         let service = Service::start_with(&client, &ns, Quota::default(), reaping).await;
         // A second replica reaping the same namespace side by side.
-        let (_, replica) = lifecycle::start(client.clone(), &ns, reaping);
+        let (_, replica) = lifecycle::start(client.clone(), &ns, reaping, Metrics::default());
 
         // A notebook that runs keeps its cluster; one that never appears loses it.
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -699,7 +664,7 @@ async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
         assert_eq!(status, StatusCode::OK, "{rendered:#}");
         let stray =
             rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "RayCluster").unwrap();
-        let stray: DynamicObject = serde_json::from_value(stray.clone()).unwrap();
+        let stray: RayCluster = serde_json::from_value(stray.clone()).unwrap();
         rayclusters(&client, &ns).create(&Default::default(), &stray).await.unwrap();
         wait_for(Duration::from_secs(60), "the orphan's and the stray cluster to be reaped", || async {
             let left = managed_objects(&client, &ns).await;
@@ -789,7 +754,7 @@ async fn concurrent_spawns_end_with_exactly_one_cluster_per_server_and_no_5xx() 
         users.dedup();
         assert_eq!((before, users.len()), (501, 501), "one RayCluster per user server");
         let owners = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().labels(singleuser_profiles::plan::OWNER_SELECTOR))
+            .list(&ListParams::default().labels(singleuser_profiles::labels::OWNER_SELECTOR))
             .await
             .unwrap();
         assert_eq!(owners.items.len(), 501);
@@ -867,11 +832,13 @@ async fn an_api_server_outage_gives_503s_and_the_service_recovers_by_itself() {
             "{err:#}"
         );
         assert!(err["message"].as_str().unwrap().contains("try again"), "{err:#}");
-        wait_for(Duration::from_secs(60), "/readyz to report the failing watch", || async {
-            let (status, _) = service.call_raw("GET", "/readyz", None, false).await;
-            (status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        // A failing watch is reported in the status, not by readiness (issue 13).
+        wait_for(Duration::from_secs(60), "/api/v1/status to report the failing watch", || async {
+            let (_, status) = service.call("GET", "/api/v1/status", None).await;
+            status["watch_error"].is_string().then_some(())
         })
         .await;
+        assert_eq!(service.call_raw("GET", "/readyz", None, false).await.0, StatusCode::OK);
 
         apiserver.start(&args);
         wait_for(Duration::from_secs(90), "spawns to succeed again without a restart", || async {
@@ -883,18 +850,104 @@ async fn an_api_server_outage_gives_503s_and_the_service_recovers_by_itself() {
         })
         .await;
         // The watch resumed: an edit made after the outage is served.
-        apply_profiles(
-            &client,
-            &ns,
-            "after-outage",
-            "profiles:\n- name: after\n  env: [{name: AFTER_OUTAGE, value: \"yes\"}]\n",
-        )
-        .await;
-        wait_for(Duration::from_secs(30), "the post-outage edit to serve", || async {
-            let (_, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "x"}))).await;
-            (answer["environment"]["AFTER_OUTAGE"] == json!("yes")).then_some(())
+        an_edit_is_served(&client, &ns, &service, "AFTER_OUTAGE").await;
+    })
+    .await;
+}
+
+/// Applies a profile ConfigMap that sets `env_name` and waits until renders carry it.
+async fn an_edit_is_served(client: &Client, ns: &str, service: &Service, env_name: &str) {
+    let document = format!("profiles:\n- name: edit\n  env: [{{name: {env_name}, value: \"yes\"}}]\n");
+    apply_profiles(client, ns, &env_name.to_ascii_lowercase().replace('_', "-"), &document).await;
+    wait_for(Duration::from_secs(60), &format!("an edit setting {env_name} to serve"), || async {
+        let (_, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "x"}))).await;
+        (answer["environment"][env_name] == json!("yes")).then_some(())
+    })
+    .await;
+}
+
+/// A TCP proxy between the service and the API server whose connections can be cut (every
+/// open one closed, new ones refused) and restored, as a network partition would.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CuttableProxy {
+    async fn to(upstream: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if *cut_rx.borrow() {
+                    continue; // dropped: the connection is closed at once
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut, task }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+#[tokio::test]
+async fn readiness_survives_cut_api_server_connections_and_status_shows_the_trouble() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let apiserver = crate::support::cluster_env("SUP_TEST_APISERVER");
+        let upstream = apiserver.trim_start_matches("https://").trim_end_matches('/').to_owned();
+        let proxy = CuttableProxy::to(upstream).await;
+        let mut config = kube::Config::from_kubeconfig(&Default::default()).await.expect("KUBECONFIG");
+        config.cluster_url = format!("https://{}", proxy.addr).parse().unwrap();
+        let proxied = cluster::bounded_client(config, Duration::from_secs(3), 32).unwrap();
+        let service = Service::start(&proxied, &ns).await;
+        let ready = || async { service.call_raw("GET", "/readyz", None, false).await };
+        assert_eq!(ready().await.0, StatusCode::OK);
+
+        proxy.set_cut(true);
+        let error = wait_for(Duration::from_secs(30), "/api/v1/status to show the watch trouble", || async {
+            let (_, status) = service.call("GET", "/api/v1/status", None).await;
+            status["watch_error"].as_str().map(str::to_owned)
         })
         .await;
+        assert!(!error.is_empty());
+        // Kept for the whole cut: loaded profiles keep serving while the watch retries.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(ready().await, (StatusCode::OK, json!("ready")), "readiness holds through the cut");
+        let (status, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "cut"}))).await;
+        assert_eq!(status, StatusCode::OK, "render needs no API call: {answer:#}");
+
+        proxy.set_cut(false);
+        // No ConfigMap changes: readiness is 200 within seconds, and the watch serves again.
+        wait_for(Duration::from_secs(5), "/readyz 200 after the cut", || async {
+            (ready().await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        wait_for(Duration::from_secs(60), "spawns to work through the proxy again", || async {
+            (service.spawn(json!({"user": "after-cut"})).await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        an_edit_is_served(&client, &ns, &service, "AFTER_CUT").await;
     })
     .await;
 }
@@ -937,76 +990,25 @@ data:
 "#,
         )
         .await;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_singleuser-profiles"))
-            .args(["serve", "--mode", "cluster", "--namespace", &ns, "--listen", "127.0.0.1:0"])
-            .env("SUP_HUB_TOKEN", HUB_TOKEN)
-            .env("SUP_LOG_FORMAT", "json")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let (listen_tx, listen_rx) = std::sync::mpsc::channel();
-        let log = std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut lines = Vec::new();
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(addr) = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|e| e["listen"].as_str().map(str::to_owned))
-                {
-                    let _ = listen_tx.send(addr);
-                }
-                lines.push(line);
-            }
-            lines
+        let mut command = std::process::Command::new(crate::BINARY);
+        command.args(["serve", "--mode", "cluster", "--namespace", &ns, "--shutdown-delay", "1"]);
+        command.env("SUP_HUB_TOKEN", HUB_TOKEN);
+        let mut process = crate::process::Service::start(command).await;
+
+        let addr = process.addr;
+        let body = json!({"user": "drain", "profile": "never-ready"});
+        let spawn = tokio::spawn(async move {
+            crate::client::call(addr, "POST", "/api/v1/spawn", Some(HUB_TOKEN), Some(&body)).await
         });
-        let addr =
-            listen_rx.recv_timeout(Duration::from_secs(30)).expect("the service logs its listen address");
-        let base = format!("http://{addr}");
-        wait_for(Duration::from_secs(30), "readiness", || async {
-            let out = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/readyz")])
-                .output()
-                .ok()?;
-            (out.stdout == b"200").then_some(())
-        })
-        .await;
-
-        let spawn = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "-w",
-                "\n%{http_code}",
-                &format!("{base}/api/v1/spawn"),
-                "-H",
-                &format!("authorization: token {HUB_TOKEN}"),
-            ])
-            .args([
-                "-H",
-                "content-type: application/json",
-                "-d",
-                r#"{"user": "drain", "profile": "never-ready"}"#,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+        process.terminate();
 
-        let answer = spawn.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&answer.stdout);
-        assert!(text.ends_with("\n504"), "the in-flight spawn got its full answer: {text}");
-        assert!(text.contains("cluster_not_ready"), "{text}");
-        let status = child.wait().unwrap();
+        let answer = spawn.await.unwrap().expect("the in-flight spawn got its full answer");
+        assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT, "{}", answer.text());
+        assert!(answer.text().contains("cluster_not_ready"), "{}", answer.text());
+        let status = process.exit_status(Duration::from_secs(60)).await;
         assert!(status.success(), "a drained shutdown exits 0: {status:?}");
-        let lines = log.join().unwrap();
-        assert!(lines.iter().any(|l| l.contains("draining in-flight requests")), "{lines:#?}");
+        assert!(process.log().contains("draining in-flight requests"), "{}", process.log());
         // The half-made cluster was rolled back, not left behind.
         wait_for(Duration::from_secs(30), "rollback of the timed-out spawn", || async {
             managed_objects(&client, &ns).await.is_empty().then_some(())

@@ -8,18 +8,15 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::support::{User, api_error_code, token_client, user_client, wait_for, with_temp_ns};
+use singleuser_profiles::ray::RayCluster;
+
+use crate::support::{User, api_error_code, rayclusters, token_client, user_client, wait_for, with_temp_ns};
 
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn rayclusters(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("ray.io", "v1", "RayCluster");
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, "rayclusters"))
-}
 
 /// A container security context that satisfies PodSecurity `restricted`.
 fn restricted_container_security() -> Value {
@@ -32,7 +29,7 @@ fn restricted_container_security() -> Value {
 }
 
 /// A RayCluster (head only) whose head container has `security_context`.
-fn raycluster(name: &str, security_context: Value) -> DynamicObject {
+fn raycluster(name: &str, security_context: Value) -> RayCluster {
     serde_json::from_value(json!({
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
@@ -56,14 +53,6 @@ fn raycluster(name: &str, security_context: Value) -> DynamicObject {
         },
     }))
     .expect("RayCluster object")
-}
-
-fn condition_status(obj: &DynamicObject, kind: &str) -> Option<String> {
-    obj.data["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str().map(str::to_owned))
 }
 
 async fn head_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
@@ -103,12 +92,9 @@ async fn raycluster_in_restricted_namespace_is_reconciled_by_kuberay() {
         assert!(svc.owner_references().iter().any(|o| o.kind == "RayCluster" && o.name == name));
 
         let api = rayclusters(&client, &ns);
-        wait_for(RECONCILE_TIMEOUT, "condition HeadPodReady=True on the RayCluster", || {
+        wait_for(RECONCILE_TIMEOUT, "KubeRay to report the head ready (HeadPodReady)", || {
             let api = api.clone();
-            async move {
-                let rc = api.get(name).await.ok()?;
-                (condition_status(&rc, "HeadPodReady").as_deref() == Some("True")).then_some(())
-            }
+            async move { api.get(name).await.ok()?.head_ready().then_some(()) }
         })
         .await;
     })
@@ -138,12 +124,12 @@ async fn raycluster_violating_restricted_level_gets_no_head_pod() {
                     .into_iter()
                     .filter_map(|e| e.message);
                 let rc = api.get(name).await.ok()?;
-                let from_conditions = rc.data["status"]["conditions"]
-                    .as_array()
-                    .cloned()
+                let from_conditions = rc
+                    .status
                     .unwrap_or_default()
+                    .conditions
                     .into_iter()
-                    .filter_map(|c| c["message"].as_str().map(str::to_owned));
+                    .filter_map(|c| c.other.get("message")?.as_str().map(str::to_owned));
                 from_events.chain(from_conditions).find(|m| m.contains("violates PodSecurity"))
             }
         })
@@ -157,7 +143,7 @@ async fn raycluster_violating_restricted_level_gets_no_head_pod() {
 #[tokio::test]
 async fn raycluster_without_head_group_spec_is_rejected_by_crd_schema() {
     with_temp_ns(|client, ns| async move {
-        let headless: DynamicObject = serde_json::from_value(json!({
+        let headless: RayCluster = serde_json::from_value(json!({
             "apiVersion": "ray.io/v1",
             "kind": "RayCluster",
             "metadata": {"name": "headless"},

@@ -1,0 +1,142 @@
+//! The one place that builds the service: state, router and background tasks. `serve`, the
+//! HTTP unit tests and the plane tests all build it here, so what they test is what runs.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState, Authenticator, Limits};
+use crate::catalog::watch::{self as config_watch, Snapshot};
+use crate::catalog::{Catalog, ProfileSelector, UserIndex};
+use crate::cluster::{Clusters, DEFAULT_SPAWN_CONCURRENCY};
+use crate::lifecycle::{self, Quota, Reaping};
+use crate::metrics::Metrics;
+use crate::spawn::{Backend, ClusterBackend};
+
+/// The built service: its router, its state, and its background tasks (stopped when dropped).
+pub struct App {
+    pub router: Router,
+    pub state: Arc<AppState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// What a cluster-mode service needs beyond its namespace.
+pub struct ClusterSetup {
+    pub client: Client,
+    pub selector: ProfileSelector,
+    pub reaping: Reaping,
+    pub quota: Quota,
+    pub spawn_concurrency: usize,
+}
+
+impl ClusterSetup {
+    /// Defaults for everything but the client: the default selector, no reaping, no quotas.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            selector: ProfileSelector::default(),
+            reaping: Reaping {
+                grace: std::time::Duration::ZERO,
+                interval: std::time::Duration::from_secs(30),
+            },
+            quota: Quota::default(),
+            spawn_concurrency: DEFAULT_SPAWN_CONCURRENCY,
+        }
+    }
+}
+
+enum Source {
+    Snapshot(watch::Receiver<Snapshot>),
+    Cluster(ClusterSetup),
+}
+
+/// Builds an [`App`]; see [`App::dry_run`], [`App::cluster`] and [`App::from_snapshot`].
+pub struct AppBuilder {
+    source: Source,
+    namespace: String,
+    auth: Authenticator,
+    metrics: Metrics,
+    limits: Limits,
+}
+
+impl App {
+    /// Serves a fixed catalog (the folders) and writes nothing.
+    pub fn dry_run(catalog: Catalog, users: UserIndex, source: String, namespace: &str) -> AppBuilder {
+        Self::from_snapshot(config_watch::fixed(catalog, users, source), namespace)
+    }
+
+    /// Watches `namespace`'s ConfigMaps and applies for real.
+    pub fn cluster(setup: ClusterSetup, namespace: &str) -> AppBuilder {
+        AppBuilder::new(Source::Cluster(setup), namespace)
+    }
+
+    /// Serves whatever `snapshot` holds, writing nothing (tests drive the snapshot).
+    pub fn from_snapshot(snapshot: watch::Receiver<Snapshot>, namespace: &str) -> AppBuilder {
+        AppBuilder::new(Source::Snapshot(snapshot), namespace)
+    }
+}
+
+impl AppBuilder {
+    fn new(source: Source, namespace: &str) -> Self {
+        Self {
+            source,
+            namespace: namespace.to_owned(),
+            auth: Authenticator::default(),
+            metrics: Metrics::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Who may call (default: nobody is checked).
+    pub fn auth(mut self, auth: Authenticator) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Builds the state and the router, and starts the background tasks (cluster mode: the
+    /// ConfigMap watch and the lifecycle controller). Needs a Tokio runtime.
+    pub fn build(self) -> App {
+        let AppBuilder { source, namespace, auth, metrics, limits } = self;
+        let (snapshot, backend, tasks) = match source {
+            Source::Snapshot(snapshot) => (snapshot, Backend::DryRun, Vec::new()),
+            Source::Cluster(setup) => {
+                let ClusterSetup { client, selector, reaping, quota, spawn_concurrency } = setup;
+                let (snapshot, watch) =
+                    config_watch::start(client.clone(), &namespace, selector, metrics.clone());
+                let (owners, lifecycle) =
+                    lifecycle::start(client.clone(), &namespace, reaping, metrics.clone());
+                let clusters = Clusters::with_spawn_concurrency(client, spawn_concurrency);
+                let backend = Backend::Cluster(ClusterBackend { clusters, owners, quota });
+                (snapshot, backend, vec![watch, lifecycle])
+            }
+        };
+        let state = Arc::new(AppState {
+            snapshot,
+            backend,
+            namespace,
+            auth,
+            metrics,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        });
+        App { router: api::router(state.clone(), limits), state, tasks }
+    }
+}

@@ -1,0 +1,131 @@
+//! One spawn, end to end: plan (resolve and render), quota, apply, wait for the Ray head, and
+//! the answer the notebook's spawner gets. The HTTP edge and the CLI only parse and print.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::catalog::watch::Snapshot;
+use crate::catalog::{Catalog, UserIndex};
+use crate::cluster::{ClusterError, Clusters};
+use crate::lifecycle::{Owners, Quota, QuotaError};
+use crate::plan::{self, Plan, PlanError, PodSettings, SpawnRequest};
+use crate::profile::{Resolved, UserSettings};
+
+/// Where spawns go.
+pub enum Backend {
+    /// Nothing is written anywhere; spawn answers what it would apply.
+    DryRun,
+    /// A cluster: objects are applied for real.
+    Cluster(ClusterBackend),
+}
+
+/// A cluster's clients and the caps on what may run in it.
+pub struct ClusterBackend {
+    pub clusters: Clusters,
+    /// The owner ConfigMaps of the service's namespace, for quotas.
+    pub owners: Owners,
+    pub quota: Quota,
+}
+
+/// What was (or would be) applied for a notebook server, and what the notebook gets: the body
+/// of `POST /api/v1/spawn` and `/render`, and of `render -o json`.
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    pub dry_run: bool,
+    pub cluster: String,
+    pub namespace: String,
+    pub owner: String,
+    pub profile: Resolved,
+    /// In JSP's order (see [`Plan::environment`]).
+    pub environment: IndexMap<String, Value>,
+    pub pod: PodSettings,
+    pub objects: Vec<Value>,
+}
+
+impl Answer {
+    fn new(plan: &Plan, objects: Vec<Value>, dry_run: bool) -> Self {
+        Self {
+            dry_run,
+            cluster: plan.cluster_name.clone(),
+            namespace: plan.owner.namespace.clone(),
+            owner: plan.owner.configmap_name(),
+            profile: plan.profile.clone(),
+            environment: plan.environment(&objects),
+            pod: plan.pod(),
+            objects,
+        }
+    }
+}
+
+/// Why a spawn did not happen; nothing it created is left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("profiles are not loaded yet")]
+    NotLoaded,
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// What would be applied, without writing anything; `settings` are the user's own.
+pub fn render(
+    catalog: &Catalog,
+    settings: Option<&UserSettings>,
+    request: &SpawnRequest,
+    namespace: &str,
+) -> Result<Answer, PlanError> {
+    let plan = plan::plan_with(catalog, settings, request, namespace)?;
+    Ok(Answer::new(&plan, plan.objects.clone(), true))
+}
+
+impl Backend {
+    /// Plans against the newest catalog, checks the quotas, applies (all or nothing) and, for
+    /// waiting profiles, waits for the Ray head. `namespace` is the service's own.
+    pub async fn spawn(
+        &self,
+        snapshot: &watch::Receiver<Snapshot>,
+        request: &SpawnRequest,
+        namespace: &str,
+    ) -> Result<Answer, SpawnError> {
+        let ClusterBackend { clusters, owners, quota } = match self {
+            Backend::DryRun => {
+                let (catalog, users) = config(snapshot)?;
+                return Ok(render(&catalog, users.get(&request.user), request, namespace)?);
+            }
+            Backend::Cluster(cluster) => cluster,
+        };
+        // Planning and writing take a slot; waiting for the Ray head does not.
+        let slot = clusters.spawn_slot().await;
+        // Boxed: a spawn queued for a slot then holds a small future instead of the whole
+        // state machine of planning, applying and waiting (~14 KB per queued spawn).
+        Box::pin(async {
+            let (catalog, users) = config(snapshot)?;
+            let mut plan = plan::plan_with(&catalog, users.get(&request.user), request, namespace)?;
+            // Quotas count the watched namespace, where notebooks normally run.
+            if plan.owner.namespace == namespace {
+                quota.check(owners, &request.user, &plan.owner.configmap_name())?;
+            }
+            let applied = clusters.apply(&mut plan).await?;
+            drop(slot);
+            let objects = clusters.await_ready(&plan, applied).await?;
+            Ok(Answer::new(&plan, objects, false))
+        })
+        .await
+    }
+}
+
+/// The newest catalog and users' settings, once the first full ConfigMap list is in.
+pub fn config(snapshot: &watch::Receiver<Snapshot>) -> Result<(Arc<Catalog>, Arc<UserIndex>), SpawnError> {
+    let snapshot = snapshot.borrow();
+    match snapshot.loaded {
+        true => Ok((snapshot.catalog.clone(), snapshot.users.clone())),
+        false => Err(SpawnError::NotLoaded),
+    }
+}

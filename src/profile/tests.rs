@@ -217,6 +217,20 @@ fn env_list_keeps_value_from_and_stringifies_values_as_python_did() {
 }
 
 #[test]
+fn env_values_read_plain_scalars_as_yaml_1_1_like_jsp() {
+    let doc = parse(
+        "profiles:\n- env:\n    A: yes\n    B: 'yes'\n    C: 010\n    D: plain\n- env:\n  - {name: E, value: on}\n  - {name: F, value: \"on\"}\n  - {name: G, value: 1_000}\n  - {name: H, value: 80}\n  - {name: I, valueFrom: {secretKeyRef: {name: s, key: k}}}\n",
+    )
+    .unwrap();
+    let values = |i: usize| doc.profiles[i].env.iter().map(|v| v.get("value").cloned()).collect::<Vec<_>>();
+    assert_eq!(values(0), [Some(json!("True")), Some(json!("yes")), Some(json!("8")), Some(json!("plain"))]);
+    assert_eq!(
+        values(1),
+        [Some(json!("True")), Some(json!("on")), Some(json!("1000")), Some(json!("80")), None]
+    );
+}
+
+#[test]
 fn gpu_accepts_numbers_and_numeric_strings_only() {
     let doc = parse("profiles:\n- gpu: 2\n- gpu: '1'\n").unwrap();
     assert_eq!((doc.profiles[0].gpu, doc.profiles[1].gpu), (Some(2), Some(1)));

@@ -350,10 +350,14 @@ pub fn plan_with(
         let first = objects.len();
         for reference in &service.resources {
             let template = catalog.template(&reference.name, &reference.path).ok_or_else(|| {
-                PlanError::MissingTemplate {
-                    service: service_name.clone(),
-                    configmap: reference.name.clone(),
-                    key: reference.path.clone(),
+                // A template that failed to compile says why, with its line.
+                match catalog.template_error(&reference.name, &reference.path) {
+                    Some(error) => PlanError::Template(error.clone()),
+                    None => PlanError::MissingTemplate {
+                        service: service_name.clone(),
+                        configmap: reference.name.clone(),
+                        key: reference.path.clone(),
+                    },
                 }
             })?;
             let mut object = template.render(&context)?;
@@ -635,6 +639,39 @@ profiles:
         // JSP's `-45ve` is no valid label value (the API server refused JSP's pod).
         let pod = plan(&catalog(), &request("Eve"), "ns").unwrap().pod();
         assert_eq!(pod.labels[USER_LABEL], naming::label_value("Eve"));
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_refuses_the_spawn_with_its_error() {
+        let sources = [
+            ConfigMapSource {
+                name: "jupyter-singleuser-profiles".into(),
+                labels: Default::default(),
+                data: [(
+                    crate::profile::PROFILES_KEY.to_owned(),
+                    "profiles:\n- services:\n    s: {resources: [{name: tpl, path: bad.yaml}]}\n".to_owned(),
+                )]
+                .into(),
+            },
+            ConfigMapSource {
+                name: "tpl".into(),
+                labels: Default::default(),
+                data: [(
+                    "bad.yaml".to_owned(),
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: [unclosed\n".to_owned(),
+                )]
+                .into(),
+            },
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let Err(PlanError::Template(error)) = plan(&catalog, &request("eve"), "ns") else {
+            panic!("a template error")
+        };
+        assert_eq!(
+            (error.code(), error.configmap.as_str(), error.key.as_str()),
+            ("invalid_yaml", "tpl", "bad.yaml")
+        );
+        assert!(error.line.is_some(), "{error}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use kube::core::{Selector, SelectorExt};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{self, PROFILES_KEY, ProfileDoc, ProfileSet};
-use crate::template::Template;
+use crate::template::{Template, TemplateError};
 pub use users::UserIndex;
 
 /// A ConfigMap as the catalog sees it: a name, labels and text data.
@@ -98,6 +98,8 @@ pub struct Catalog {
     docs: Vec<(String, Arc<str>, Arc<ProfileDoc>)>,
     /// Compiled templates by (ConfigMap, key), with the text they came from.
     templates: HashMap<(String, String), (Arc<str>, Arc<Template>)>,
+    /// Why each template that does not compile (and has no good version) fails.
+    broken: HashMap<(String, String), TemplateError>,
     problems: Vec<ConfigProblem>,
 }
 
@@ -161,6 +163,7 @@ impl Catalog {
 
         let profiles = ProfileSet::new(docs.iter().map(|(_, _, doc)| (**doc).clone()));
 
+        let mut broken = HashMap::new();
         let mut templates = HashMap::new();
         for (cm_name, key) in referenced_templates(&docs) {
             let last_good = previous.and_then(|p| p.templates.get(&(cm_name.clone(), key.clone())));
@@ -198,18 +201,24 @@ impl Catalog {
                         message: err.to_string(),
                         serving_last_good: last_good.is_some(),
                     });
-                    if let Some(good) = last_good {
-                        templates.insert((cm_name, key), good.clone());
+                    match last_good {
+                        Some(good) => drop(templates.insert((cm_name, key), good.clone())),
+                        None => drop(broken.insert((cm_name, key), err)),
                     }
                 }
             }
         }
 
-        Catalog { profiles, docs, templates, problems }
+        Catalog { profiles, docs, templates, broken, problems }
     }
 
     pub fn profiles(&self) -> &ProfileSet {
         &self.profiles
+    }
+
+    /// Why a referenced template that is not loaded failed to compile, if it exists.
+    pub fn template_error(&self, configmap: &str, key: &str) -> Option<&TemplateError> {
+        self.broken.get(&(configmap.to_owned(), key.to_owned()))
     }
 
     pub fn template(&self, configmap: &str, key: &str) -> Option<&Template> {

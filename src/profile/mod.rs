@@ -12,10 +12,13 @@
 //! picks), `description`, `groups`, glob patterns in `images`, typed service `options`,
 //! templated service `env`, `wait`, `idle_timeout` and `default_mount_path`.
 //!
-//! Deliberate differences from JSP, each because JSP's behaviour was an accident:
+//! Deliberate differences from JSP, each because JSP's behaviour was an accident (the README's
+//! "Compatibility with JSP 0.7.0" lists them all, measured by tests/jsp):
 //! - an empty user name matches only profiles open to everyone (JSP matched all);
-//! - env keeps one entry per name, the later definition in the earlier position (JSP appended);
-//! - an unknown size is an error (JSP silently ignored it) and sizes match case-insensitively;
+//! - env keeps one entry per name, the later definition in the earlier position (JSP appended;
+//!   the container saw the same value);
+//! - an unknown size is an error (JSP silently ignored it);
+//! - a user's own settings give only their GPU count, size, image and env (JSP merged any key);
 //! - a profile without resources after one without resources is no error (JSP raised).
 
 mod de;

@@ -230,7 +230,7 @@ async fn spawning_twice_changes_nothing_and_stop_removes_everything() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
-        let request = json!({"user": "alice", "server": "gpu", "size": "small"});
+        let request = json!({"user": "alice", "server": "gpu", "size": "Small"});
 
         let (status, first) = service.spawn(request.clone()).await;
         assert_eq!(status, StatusCode::OK, "{first:#}");

@@ -138,6 +138,9 @@ struct Return {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PodSettings {
     pub resources: crate::profile::Resources,
+    /// The same resources in KubeSpawner's units (cores, bytes), so spawners set them as
+    /// they are instead of parsing Kubernetes quantities.
+    pub kubespawner: Map<String, Value>,
     pub tolerations: Vec<Value>,
     pub affinity: Map<String, Value>,
     pub labels: BTreeMap<String, String>,
@@ -160,6 +163,7 @@ impl Plan {
         labels.insert(CLUSTER_LABEL.to_owned(), self.cluster_name.clone());
         PodSettings {
             resources: self.profile.resources.clone(),
+            kubespawner: crate::profile::kubespawner_resources(&self.profile.resources),
             tolerations: self.profile.tolerations.clone(),
             affinity: self.profile.affinity.clone(),
             labels,

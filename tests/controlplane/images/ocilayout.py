@@ -175,7 +175,9 @@ def diff(root: str, before: dict[str, tuple]) -> tuple[list[str], list[str]]:
     """(changed or new paths, deleted paths) of ROOT since BEFORE; a deleted directory is
     listed alone, not with its contents."""
     after = snapshot(root)
-    changed = [p for p, s in after.items() if before.get(p) != s]
+    # EMPTY_DIRS come with the base layer; a step touching them (build steps get device nodes
+    # in /dev) changes nothing an image carries.
+    changed = [p for p, s in after.items() if before.get(p) != s and p not in EMPTY_DIRS]
     gone = sorted(p for p in before if p not in after)
     deleted = [p for p in gone if os.path.dirname(p) in after or "/" not in p]
     return changed, deleted

@@ -284,6 +284,11 @@ async fn sweep_strays(client: Client, namespace: String, owners: Owners, reaping
     if reaping.grace.is_zero() {
         return;
     }
+    // Until the owners are listed every cluster would look ownerless: a restarted replica
+    // must not delete them all.
+    if owners.0.wait_until_ready().await.is_err() {
+        return;
+    }
     let mut tick = tokio::time::interval(reaping.interval);
     loop {
         tick.tick().await;

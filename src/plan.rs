@@ -164,6 +164,9 @@ fn mem_limit(quantity: &str) -> String {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PodSettings {
     pub resources: crate::profile::Resources,
+    /// The same resources in KubeSpawner's units (cores, bytes), so spawners set them as
+    /// they are instead of parsing Kubernetes quantities.
+    pub kubespawner: Map<String, Value>,
     pub tolerations: Vec<Value>,
     pub affinity: Map<String, Value>,
     pub labels: BTreeMap<String, String>,
@@ -198,6 +201,7 @@ impl Plan {
         labels.insert(USER_LABEL.to_owned(), naming::label_value(&self.owner.user));
         PodSettings {
             resources: self.profile.resources.clone(),
+            kubespawner: crate::profile::kubespawner_resources(&self.profile.resources),
             tolerations: self.profile.tolerations.clone(),
             affinity: self.profile.affinity.clone(),
             labels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,8 +19,7 @@ from singleuser_profiles_hub import (
     ProfilesProgressMixin,
     SingleuserProfiles,
     SpawnRefused,
-    parse_cpu,
-    parse_memory,
+    apply_answer,
     post_stop_hook,
     pre_spawn_hook,
     profile_list,
@@ -123,10 +123,18 @@ async def test_spawn_request_image_fallbacks_and_no_size_choice() -> None:
     assert spawn_request(local)["image"] == "ray-ml-notebook:2.60"
 
 
-def test_quantities() -> None:
-    assert parse_cpu("500m") == 0.5 and parse_cpu("2") == 2.0 and parse_cpu(1.5) == 1.5
-    assert parse_memory("2Gi") == 2 * 2**30 and parse_memory("512M") == 512 * 10**6
-    assert parse_memory("1073741824") == 2**30 and parse_memory("lots") is None
+def test_resources_are_taken_in_kubespawner_units_as_answered() -> None:
+    """The service answers cores and bytes (`pod.kubespawner`); the hook parses no quantity."""
+    spawner = local_spawner()
+    answer = {"environment": {}, "pod": {
+        "resources": {"requests": {"cpu": "ignored"}, "limits": {"memory": "ignored"}},
+        "kubespawner": {"cpu_guarantee": 0.5, "cpu_limit": 2, "mem_guarantee": 536870912,
+                        "mem_limit": None},
+    }}
+    before = spawner.mem_limit
+    apply_answer(spawner, answer, logging.getLogger("test"))
+    assert spawner.cpu_guarantee == 0.5 and spawner.cpu_limit == 2.0
+    assert spawner.mem_guarantee == 2**29 and spawner.mem_limit == before
 
 
 # ---- pre_spawn_hook --------------------------------------------------------------------------

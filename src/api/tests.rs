@@ -101,6 +101,9 @@ async fn render_applies_size_and_options() {
     let (status, answer) = post(&app(), "/api/v1/render", body).await;
     assert_eq!(status, StatusCode::OK, "{answer:#}");
     assert_eq!(answer["pod"]["resources"]["limits"]["cpu"], json!("2"));
+    // The same, in the units KubeSpawner takes.
+    assert_eq!(answer["pod"]["kubespawner"]["cpu_limit"], json!(2.0));
+    assert_eq!(answer["pod"]["kubespawner"]["mem_limit"], json!(4u64 << 30));
     assert_eq!(answer["objects"][0]["spec"]["workerGroupSpecs"][0]["replicas"], json!(3));
     assert!(answer["owner"].as_str().unwrap().ends_with("bob--big"), "{}", answer["owner"]);
 }

@@ -74,7 +74,7 @@ impl ProfileSet {
                     size.name.clone(),
                     json!({
                         "display_name": display_name,
-                        "kubespawner_override": resource_overrides(&sized.resources),
+                        "kubespawner_override": kubespawner_resources(&sized.resources),
                     }),
                 );
             }
@@ -88,7 +88,7 @@ impl ProfileSet {
 }
 
 fn overrides(resolved: &Resolved) -> Map<String, Value> {
-    let mut overrides = resource_overrides(&resolved.resources);
+    let mut overrides = kubespawner_resources(&resolved.resources);
     if !resolved.tolerations.is_empty() {
         overrides.insert("tolerations".into(), resolved.tolerations.clone().into());
     }
@@ -107,7 +107,7 @@ fn overrides(resolved: &Resolved) -> Map<String, Value> {
 
 /// KubeSpawner's resource settings: CPU in cores (a float), memory in bytes (KubeSpawner's
 /// byte suffixes are not Kubernetes'), other resources as `extra_resource_*` maps.
-fn resource_overrides(resources: &Resources) -> Map<String, Value> {
+pub fn kubespawner_resources(resources: &Resources) -> Map<String, Value> {
     let mut overrides = Map::new();
     if resources.is_empty() {
         return overrides; // JSP left KubeSpawner's own settings alone

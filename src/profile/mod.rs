@@ -34,6 +34,7 @@ mod user_settings;
 mod volumes;
 
 pub use file::{PROFILES_KEY, ProfileDoc, ProfileFileError, parse_doc};
+pub use kubespawner::kubespawner_resources;
 pub use matching::Requester;
 pub use merge::Resolved;
 pub use model::{DEFAULT_WAIT, Profile, Service, Size, TemplateRef, Wait, WaitTimeout};

@@ -96,9 +96,15 @@ def ray_clusters(namespace: str, user: str) -> list[dict[str, Any]]:
     return items("rayclusters.ray.io", namespace, f"{USER_LABEL}={user}")
 
 
-def head_pod_ready(cluster: dict[str, Any]) -> bool:
-    conditions = (cluster.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "HeadPodReady" and c.get("status") == "True" for c in conditions)
+def cluster_ready(settings: "Settings", user: str, name: str) -> bool:
+    """Whether the service reports `user`'s cluster `name` ready (KubeRay's HeadPodReady, read
+    by the service's own check rather than a second copy of it here)."""
+    answer = httpx.get(f"{settings.url}/api/v1/users/{user}/clusters",
+                       params={"namespace": settings.namespace},
+                       headers={"Authorization": f"token {settings.token}"}, timeout=30)
+    answer.raise_for_status()
+    return any(c.get("name") == name and c.get("ready") is True
+               for c in answer.json().get("clusters") or [])
 
 
 def marked_pids(name: str, value: str) -> list[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from e2e_support import Hub, Settings, head_pod_ready, items, ray_clusters, wait_until
+from e2e_support import Hub, Settings, cluster_ready, items, ray_clusters, wait_until
 
 
 def proc_environ(pid: int) -> dict[str, str]:
@@ -30,7 +30,7 @@ def test_spawn_gets_a_ray_cluster_and_stop_deletes_it(hub: Hub, settings: Settin
 
     # the RayCluster exists for alice and KubeRay reports its head pod ready
     [rc] = ray_clusters(ns, "alice")
-    assert rc["metadata"]["name"] == "ray-alice" and head_pod_ready(rc)
+    assert rc["metadata"]["name"] == "ray-alice" and cluster_ready(settings, "alice", "ray-alice")
     owners = items("configmaps", ns, "jupyterhub.opendatahub.io/user=alice")
     assert [o["metadata"]["name"] for o in owners] == ["singleuser-service-ref-alice"]
 
@@ -52,7 +52,7 @@ def test_spawn_gets_a_ray_cluster_and_stop_deletes_it(hub: Hub, settings: Settin
     assert bob_rc["metadata"]["name"] == "ray-bob"
     assert hub.singleuser_env("bob")["env"]["RAY_CLUSTER"] == "ray-bob"
     assert "E2E_PROFILE_ENV" not in hub.singleuser_env("bob")["env"]
-    wait_until(lambda: head_pod_ready(ray_clusters(ns, "bob")[0]), 60, "bob's head pod ready")
+    wait_until(lambda: cluster_ready(settings, "bob", "ray-bob"), 60, "bob's head pod ready")
     assert [c["metadata"]["name"] for c in ray_clusters(ns, "alice")] == ["ray-alice"]
 
     # stopping alice's server through the hub deletes her cluster, and only hers

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from e2e_support import Settings, head_pod_ready, ray_clusters, wait_until
+from e2e_support import Settings, cluster_ready, ray_clusters, wait_until
 
 USER = "launcherlee"  # (a "-" would be escaped in the user label: launcher-2dlee)
 
@@ -41,7 +41,7 @@ def test_launcher_sequence(settings: Settings, service: httpx.Client) -> None:
     assert answer["environment"]["E2E_PROFILE_ENV"] == "from-the-e2e-profile"
     assert answer["pod"]["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}  # Small
     [rc] = ray_clusters(ns, USER)
-    assert rc["metadata"]["name"] == cluster and head_pod_ready(rc)
+    assert rc["metadata"]["name"] == cluster and cluster_ready(settings, USER, cluster)
     assert rc["spec"]["workerGroupSpecs"][0]["replicas"] == 1
 
     # spawning again changes nothing and creates no duplicate

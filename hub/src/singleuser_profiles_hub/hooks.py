@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from typing import Any, AsyncIterator, Mapping, Optional
 
 from tornado import web
@@ -32,8 +31,6 @@ __all__ = [
     "post_stop_hook",
     "profile_list",
     "spawn_request",
-    "parse_cpu",
-    "parse_memory",
 ]
 
 ENV_PREFIX = "SINGLEUSER_PROFILES_"
@@ -477,36 +474,6 @@ def _refusal(err: ServiceError) -> SpawnRefused:
                         code=err.code)
 
 
-_CPU = re.compile(r"^([0-9.]+)(m?)$")
-_MEM = re.compile(r"^([0-9.]+(?:[eE][0-9]+)?)([KMGTPE]i?|k|m)?$")
-_MEM_FACTORS = {
-    None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-    "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "m": 1e-3,
-}
-
-
-def parse_cpu(quantity: Any) -> Optional[float]:
-    """A Kubernetes CPU quantity (`500m`, `2`, `1.5`) in cores."""
-    if isinstance(quantity, (int, float)):
-        return float(quantity)
-    match = _CPU.match(str(quantity).strip())
-    if not match:
-        return None
-    value = float(match.group(1))
-    return value / 1000 if match.group(2) else value
-
-
-def parse_memory(quantity: Any) -> Optional[int]:
-    """A Kubernetes memory quantity (`2Gi`, `512M`, `1073741824`) in bytes."""
-    if isinstance(quantity, (int, float)):
-        return int(quantity)
-    match = _MEM.match(str(quantity).strip())
-    if not match:
-        return None
-    return int(float(match.group(1)) * _MEM_FACTORS[match.group(2)])
-
-
 def _is_kubespawner(spawner: Any) -> bool:
     try:
         from kubespawner import KubeSpawner  # type: ignore[import-untyped]
@@ -543,19 +510,17 @@ def apply_answer(
         _apply_pod(spawner, answer.get("pod") or {}, kube, log)
 
 
+# The answer's `pod.kubespawner` traits, already in the Spawner's units: cores and bytes.
+_RESOURCE_TRAITS: dict[str, type[float] | type[int]] = {"cpu_guarantee": float, "cpu_limit": float, "mem_guarantee": int,
+                    "mem_limit": int}
+
+
 def _apply_pod(spawner: Any, pod: Mapping[str, Any], kube: bool, log: Any) -> None:
-    resources = pod.get("resources") or {}
-    requests = resources.get("requests") or {}
-    limits = resources.get("limits") or {}
-    for trait, value, parse in (
-        ("cpu_guarantee", requests.get("cpu"), parse_cpu),
-        ("cpu_limit", limits.get("cpu"), parse_cpu),
-        ("mem_guarantee", requests.get("memory"), parse_memory),
-        ("mem_limit", limits.get("memory"), parse_memory),
-    ):
-        parsed = parse(value) if value is not None else None
-        if parsed is not None and _has(spawner, trait):
-            setattr(spawner, trait, parsed)
+    units: Mapping[str, Any] = pod.get("kubespawner") or {}
+    for trait, unit in _RESOURCE_TRAITS.items():
+        value = units.get(trait)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _has(spawner, trait):
+            setattr(spawner, trait, unit(value))
     if not kube:
         return
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, Authenticator, Limits};
 use crate::catalog::watch::{self as config_watch, Snapshot};
-use crate::catalog::{Catalog, ProfileSelector};
+use crate::catalog::{Catalog, ProfileSelector, UserIndex};
 use crate::cluster::{Clusters, DEFAULT_SPAWN_CONCURRENCY};
 use crate::lifecycle::{self, Quota, Reaping};
 use crate::metrics::Metrics;
@@ -70,8 +70,8 @@ pub struct AppBuilder {
 
 impl App {
     /// Serves a fixed catalog (the folders) and writes nothing.
-    pub fn dry_run(catalog: Catalog, source: String, namespace: &str) -> AppBuilder {
-        Self::from_snapshot(config_watch::fixed(catalog, source), namespace)
+    pub fn dry_run(catalog: Catalog, users: UserIndex, source: String, namespace: &str) -> AppBuilder {
+        Self::from_snapshot(config_watch::fixed(catalog, users, source), namespace)
     }
 
     /// Watches `namespace`'s ConfigMaps and applies for real.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::catalog::{self, Catalog, ProfileSelector};
+use crate::catalog::{self, Catalog, ProfileSelector, UserIndex};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
@@ -53,10 +53,12 @@ pub struct FolderArgs {
 }
 
 impl FolderArgs {
-    pub fn load(&self, selector: &ProfileSelector) -> Result<Catalog, String> {
+    /// The catalog of the folders' ConfigMaps, and the users' settings among them.
+    pub fn load(&self, selector: &ProfileSelector) -> Result<(Catalog, UserIndex), String> {
         let cms =
             catalog::load_paths(&[&self.profiles_dir, &self.templates_dir]).map_err(|e| e.to_string())?;
-        Ok(Catalog::build(selector, &cms, None))
+        let (users, rest) = UserIndex::split(selector, &cms);
+        Ok((Catalog::build(selector, rest, None), users))
     }
 }
 

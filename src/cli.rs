@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::args::{LogFormat, Output, RenderArgs, ServeArgs, ValidateArgs};
-use crate::catalog::{self, Catalog};
+use crate::catalog::{self, Catalog, UserIndex};
 use crate::plan::{self, SpawnRequest};
 use crate::spawn;
 
@@ -53,7 +53,7 @@ pub fn main() -> ExitCode {
 }
 
 fn render(args: RenderArgs) -> Result<ExitCode, String> {
-    let catalog = args.folders.load(&args.selector.selector()?)?;
+    let (catalog, users) = args.folders.load(&args.selector.selector()?)?;
     for problem in catalog.problems() {
         eprintln!("warning: {problem}");
     }
@@ -67,7 +67,8 @@ fn render(args: RenderArgs) -> Result<ExitCode, String> {
         server: args.server,
         namespace: Some(args.namespace.clone()),
     };
-    let answer = spawn::render(&catalog, &request, &args.namespace).map_err(|e| e.to_string())?;
+    let settings = users.get(&request.user);
+    let answer = spawn::render(&catalog, settings, &request, &args.namespace).map_err(|e| e.to_string())?;
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?,
         Output::Yaml => {
@@ -103,8 +104,11 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
         args.paths
     };
     let cms = catalog::load_paths(&paths).map_err(|e| e.to_string())?;
-    let catalog = Catalog::build(&args.selector.selector()?, &cms, None);
+    let selector = args.selector.selector()?;
+    let (users, rest) = UserIndex::split(&selector, &cms);
+    let catalog = Catalog::build(&selector, rest, None);
     let mut problems: Vec<String> = catalog.problems().iter().map(ToString::to_string).collect();
+    problems.extend(users.problems());
     problems.extend(plan::lint(&catalog));
     if problems.is_empty() {
         println!(

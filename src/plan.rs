@@ -4,14 +4,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use serde_json_path::JsonPath;
 
 use crate::catalog::Catalog;
 use crate::labels::{CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SERVER_LABEL, USER_LABEL};
 use crate::naming;
-use crate::profile::{Choice, Requester, ResolveError, Resolved};
+use crate::profile::{
+    Choice, PodVolumes, Profile, Requester, ResolveError, Resolved, UserSettings, pod_volumes, quantity_value,
+};
+use crate::python;
 use crate::template::{self, ContextInput, TemplateError};
 
 /// What a caller asks for: whose server, with which image and choices.
@@ -104,12 +107,20 @@ pub enum PlanError {
         "template ConfigMap {configmap} key `{key}` (used by service `{service}`) is not loaded: it does not exist or failed to parse; see GET /api/v1/status"
     )]
     MissingTemplate { service: String, configmap: String, key: String },
-    #[error("service `{service}`: `return` entry {env} has an invalid JSONPath `{path}`: {message}")]
-    InvalidReturn { service: String, env: String, path: String, message: String },
+    #[error(
+        "service `{service}` has no `resources`: add the template ConfigMap name and key to render (JSP refused such a service too) or remove the service"
+    )]
+    ServiceWithoutResources { service: String },
     #[error("service `{service}`: env {env}: {message}; fix the profile's service env or its configuration")]
     ServiceEnv { service: String, env: String, message: String },
     #[error("{field}: {message}")]
     InvalidRequest { field: &'static str, message: String },
+    #[error("profile {profiles}: {message}")]
+    Volume { profiles: String, message: String },
+    #[error(
+        "your saved settings (ConfigMap {configmap}) cannot be read: {message}; save your choices again on the spawn page, or ask an admin to fix or delete that ConfigMap"
+    )]
+    UserSettings { configmap: String, message: String },
 }
 
 /// Everything a spawn will do, before anything touches the cluster.
@@ -121,17 +132,32 @@ pub struct Plan {
     /// Rendered objects, labelled and namespaced; owner references are added when applied.
     pub objects: Vec<Value>,
     #[serde(skip)]
-    service_env: BTreeMap<String, String>,
+    service_env: IndexMap<String, String>,
+    /// Per service of `profile.services`, in order: the indices of its objects in `objects`.
     #[serde(skip)]
-    returns: Vec<Return>,
+    service_objects: Vec<std::ops::Range<usize>>,
+    #[serde(skip)]
+    volumes: PodVolumes,
+    #[serde(skip)]
+    env_from: Vec<Value>,
 }
 
-#[derive(Debug, Clone)]
-struct Return {
-    env: String,
-    path: JsonPath,
-    /// Indices into `objects` of the service's own objects, in order.
-    objects: std::ops::Range<usize>,
+/// JSP's memory limit in bytes for `MEM_LIMIT` (`get_mem_limit`): a `Ti`/`Gi`/`Mi`/`Ki`
+/// quantity multiplied out, anything else unchanged (`1G` stays `1G`). JSP raised on a
+/// fractional one (`1.5Gi`); that gives its exact byte count here.
+fn mem_limit(quantity: &str) -> String {
+    for (suffix, power) in [("Ti", 4), ("Gi", 3), ("Mi", 2), ("Ki", 1)] {
+        if quantity.contains(suffix) {
+            let scale = 1024i128.pow(power);
+            let number = quantity.strip_suffix(suffix).and_then(|n| n.parse::<i128>().ok());
+            return match number {
+                Some(n) => (n * scale).to_string(),
+                None => quantity_value(quantity)
+                    .map_or_else(|_| quantity.to_owned(), |v| (v.ceil() as i128).to_string()),
+            };
+        }
+    }
+    quantity.to_owned()
 }
 
 /// The notebook pod settings a spawner applies.
@@ -144,9 +170,19 @@ pub struct PodSettings {
     pub tolerations: Vec<Value>,
     pub affinity: Map<String, Value>,
     pub labels: BTreeMap<String, String>,
+    /// Pod volumes, JSP's names (see [`crate::profile::pod_volumes`]).
     pub volumes: Vec<Value>,
+    /// The notebook container's mounts of `volumes`.
+    pub volume_mounts: Vec<Value>,
+    /// The notebook container's `envFrom`: the user's secret env (JSP's `-envs` Secret).
+    pub env_from: Vec<Value>,
     pub gpu: u32,
 }
+
+/// What JSP set on every notebook: the raw JupyterHub user name.
+pub const USER_NAME_ENV: &str = "JUPYTERHUB_USER_NAME";
+/// What JSP set when the notebook has a memory limit: the limit in bytes.
+pub const MEM_LIMIT_ENV: &str = "MEM_LIMIT";
 
 impl Plan {
     pub fn wait(&self) -> Option<Duration> {
@@ -161,21 +197,28 @@ impl Plan {
     pub fn pod(&self) -> PodSettings {
         let mut labels = BTreeMap::new();
         labels.insert(CLUSTER_LABEL.to_owned(), self.cluster_name.clone());
+        // JSP's label (ODH's Spark template selects the notebook by it), as a valid label value.
+        labels.insert(USER_LABEL.to_owned(), naming::label_value(&self.owner.user));
         PodSettings {
             resources: self.profile.resources.clone(),
             kubespawner: crate::profile::kubespawner_resources(&self.profile.resources),
             tolerations: self.profile.tolerations.clone(),
             affinity: self.profile.affinity.clone(),
             labels,
-            volumes: self.profile.volumes.clone(),
+            volumes: self.volumes.volumes.clone(),
+            volume_mounts: self.volumes.mounts.clone(),
+            env_from: self.env_from.clone(),
             gpu: self.profile.gpu,
         }
     }
 
-    /// The notebook's environment, from the objects as applied (or as rendered in a dry run).
-    /// Later sources win: Ray defaults, the profile's env, the services' env, `return` values.
-    pub fn environment(&self, objects: &[Value]) -> BTreeMap<String, Value> {
-        let mut env = BTreeMap::new();
+    /// The notebook's environment, from the objects as applied (or as rendered in a dry run),
+    /// in JSP's order: (our Ray variables,) the `return` values, (the services' templated env,)
+    /// the profile env in merge order, `MEM_LIMIT`, `JUPYTERHUB_USER_NAME`. A name set twice
+    /// keeps its first position and takes the later value, which is what the container saw
+    /// when JSP listed both.
+    pub fn environment(&self, objects: &[Value]) -> IndexMap<String, Value> {
+        let mut env = IndexMap::new();
         if let Some(rc) = objects.iter().find(|o| is_ray_cluster(o)) {
             let name = str_at(rc, "/metadata/name").unwrap_or(&self.cluster_name);
             let namespace = str_at(rc, "/metadata/namespace").unwrap_or(&self.owner.namespace);
@@ -184,6 +227,19 @@ impl Plan {
         }
         if let Some(url) = objects.iter().find_map(dashboard_url) {
             env.insert("RAY_DASHBOARD_URL".into(), json!(url));
+        }
+        // JSP: every path on every object of every service, the last object deciding even when
+        // it does not match (""); several matches joined with ",", values as Python's str().
+        for (service, range) in self.profile.services.values().zip(&self.service_objects) {
+            for object in objects.get(range.clone()).into_iter().flatten() {
+                for (name, path) in &service.returns {
+                    let found: Vec<String> = path.find(object).iter().map(|v| python::str(v)).collect();
+                    env.insert(name.clone(), Value::String(found.join(",")));
+                }
+            }
+        }
+        for (name, value) in &self.service_env {
+            env.insert(name.clone(), json!(value));
         }
         for var in &self.profile.env {
             let Some(name) = var.get("name").and_then(Value::as_str) else { continue };
@@ -197,29 +253,32 @@ impl Plan {
             };
             env.insert(name.to_owned(), value);
         }
-        for (name, value) in &self.service_env {
-            env.insert(name.clone(), json!(value));
+        if let Some(memory) = self.profile.resources.limits.get("memory") {
+            env.insert(MEM_LIMIT_ENV.into(), json!(mem_limit(memory)));
         }
-        for ret in &self.returns {
-            let found = objects
-                .get(ret.objects.clone())
-                .into_iter()
-                .flatten()
-                .find_map(|o| ret.path.query(o).first().cloned());
-            if let Some(value) = found {
-                let value = match value {
-                    Value::String(s) => Value::String(s),
-                    other => Value::String(other.to_string()),
-                };
-                env.insert(ret.env.clone(), value);
-            }
-        }
+        env.insert(USER_NAME_ENV.into(), json!(self.owner.user));
         env
     }
 }
 
-/// Resolves the profile and renders every service template for one notebook server.
+/// Resolves the profile and renders every service template for one notebook server, for a
+/// user without saved settings; see [`plan_with`].
 pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) -> Result<Plan, PlanError> {
+    plan_with(catalog, None, request, default_namespace)
+}
+
+/// The name JSP gave the user's settings when it merged them as the last profile.
+pub const USER_SETTINGS_PROFILE: &str = "@singleuser@";
+
+/// Resolves the profile and renders every service template for one notebook server. `settings`
+/// are the user's own (JSP's spawn page), read from `default_namespace`: their GPU count and
+/// env merge as the last profile, and their size and image apply when the request names none.
+pub fn plan_with(
+    catalog: &Catalog,
+    settings: Option<&UserSettings>,
+    request: &SpawnRequest,
+    default_namespace: &str,
+) -> Result<Plan, PlanError> {
     if request.user.trim().is_empty() {
         return Err(PlanError::InvalidRequest {
             field: "user",
@@ -238,25 +297,55 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
     }
     let owner = Owner { user: request.user.clone(), server: request.server.clone(), namespace };
     let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
+    let settings = settings.filter(|s| !s.is_empty());
+    let presets = match settings.and_then(|s| s.presets.clone()).transpose() {
+        Ok(presets) => presets.unwrap_or_default(),
+        Err(message) => {
+            return Err(PlanError::UserSettings {
+                configmap: crate::profile::settings_configmap_name(&request.user),
+                message,
+            });
+        }
+    };
+    // The user's env ConfigMap is in this service's namespace; a notebook elsewhere cannot
+    // refer to it, so it gets the values themselves (and no reference to the Secret).
+    let same_namespace = owner.namespace == default_namespace;
+    let personal = settings.map(|s| Profile {
+        name: Some(USER_SETTINGS_PROFILE.to_owned()),
+        gpu: presets.gpu,
+        env: s.env(&request.user, !same_namespace),
+        ..Profile::default()
+    });
+    let env_from = match settings {
+        Some(s) if same_namespace => s.env_from(&request.user),
+        _ => Vec::new(),
+    };
+    let image = request.image.clone().or(presets.last_selected_image);
     let choice = Choice {
         profile: request.profile.clone(),
-        size: request.size.clone(),
+        size: request.size.clone().or(presets.last_selected_size),
         options: request.options.clone(),
+        personal,
     };
-    let profile = catalog.profiles().resolve(&who, request.image.as_deref(), &choice)?;
+    let profile = catalog.profiles().resolve(&who, image.as_deref(), &choice)?;
+    let volumes = pod_volumes(&profile.volumes, &profile.default_mount_path)
+        .map_err(|e| PlanError::Volume { profiles: profile.profiles.join(", "), message: e.message })?;
 
     let cluster_name = owner.cluster_name();
     let escaped_user = naming::escape_user(&request.user);
     let labels = owner.labels();
     let mut objects = Vec::new();
-    let mut service_env = BTreeMap::new();
-    let mut returns = Vec::new();
+    let mut service_env = IndexMap::new();
+    let mut service_objects = Vec::with_capacity(profile.services.len());
     for (service_name, service) in &profile.services {
+        if service.resources.is_empty() {
+            return Err(PlanError::ServiceWithoutResources { service: service_name.clone() });
+        }
         let context = template::context(&ContextInput {
             username: &request.user,
             server: &request.server,
             namespace: &owner.namespace,
-            image: request.image.as_deref().unwrap_or_default(),
+            image: image.as_deref().unwrap_or_default(),
             profile: profile.slug.as_deref().unwrap_or_default(),
             size: profile.size.as_deref().unwrap_or_default(),
             configuration: &service.configuration,
@@ -265,10 +354,14 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
         let first = objects.len();
         for reference in &service.resources {
             let template = catalog.template(&reference.name, &reference.path).ok_or_else(|| {
-                PlanError::MissingTemplate {
-                    service: service_name.clone(),
-                    configmap: reference.name.clone(),
-                    key: reference.path.clone(),
+                // A template that failed to compile says why, with its line.
+                match catalog.template_error(&reference.name, &reference.path) {
+                    Some(error) => PlanError::Template(error.clone()),
+                    None => PlanError::MissingTemplate {
+                        service: service_name.clone(),
+                        configmap: reference.name.clone(),
+                        key: reference.path.clone(),
+                    },
                 }
             })?;
             let mut object = template.render(&context)?;
@@ -284,18 +377,9 @@ pub fn plan(catalog: &Catalog, request: &SpawnRequest, default_namespace: &str) 
             })?;
             service_env.insert(name.clone(), value);
         }
-        for (env, path) in &service.returns {
-            let full = if path.starts_with('$') { path.clone() } else { format!("$.{path}") };
-            let path = JsonPath::parse(&full).map_err(|e| PlanError::InvalidReturn {
-                service: service_name.clone(),
-                env: env.clone(),
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            returns.push(Return { env: env.clone(), path, objects: first..objects.len() });
-        }
+        service_objects.push(first..objects.len());
     }
-    Ok(Plan { owner, cluster_name, profile, objects, service_env, returns })
+    Ok(Plan { owner, cluster_name, profile, objects, service_env, service_objects, volumes, env_from })
 }
 
 /// Namespace and labels on a rendered object; the service's own labels first, ours win.
@@ -363,37 +447,55 @@ pub fn dashboard_url(object: &Value) -> Option<String> {
     Some(format!("{scheme}://{host}{path}"))
 }
 
-/// Renders every profile a user can pick, as `validate` does for an admin's CI: a template
-/// with an unknown variable or invalid YAML is found before any user presses Start.
+/// Renders every profile for every image it names, as `validate` does for an admin's CI: a
+/// spawn that would fail (a template with an unknown variable or invalid YAML, a missing
+/// template, an invalid volume, a service without templates) is found before any user presses
+/// Start. Each request is made for a user the profile admits; slugged profiles are picked by
+/// their slug, the others (every JSP profile) apply by image and user. Every message names the
+/// profile, the image and what failed (the template's ConfigMap, key and line).
 pub fn lint(catalog: &Catalog) -> Vec<String> {
-    let mut problems = Vec::new();
-    let slugged: Vec<_> = catalog.profiles().profiles().iter().filter(|p| p.slug.is_some()).collect();
-    let mut requests: Vec<(String, SpawnRequest)> = slugged
-        .iter()
-        .map(|p| {
-            let slug = p.slug.clone().unwrap_or_default();
-            let user = p.users.iter().find(|u| *u != "*").cloned().unwrap_or_else(|| "lint-user".into());
-            // A concrete image the profile matches: its first entry, globs made concrete.
-            let image = p.images.first().map(|i| i.replace('*', "lint").replace('?', "x"));
+    let profiles = catalog.profiles().profiles();
+    let mut requests: Vec<(String, SpawnRequest)> = Vec::new();
+    for (index, profile) in profiles.iter().enumerate() {
+        let name = profile.label().map_or_else(|| format!("profiles[{index}]"), |n| format!("`{n}`"));
+        let user = profile.users.iter().find(|u| *u != "*").cloned().unwrap_or_else(|| "lint-user".into());
+        // A concrete image for each entry, globs made concrete; no images: any image.
+        let images: Vec<Option<String>> = if profile.images.is_empty() {
+            vec![None]
+        } else {
+            profile.images.iter().map(|i| Some(i.replace('*', "lint").replace('?', "x"))).collect()
+        };
+        for image in images {
             let request = SpawnRequest {
-                user,
-                groups: p.groups.clone(),
-                image,
-                profile: Some(slug.clone()),
+                user: user.clone(),
+                groups: profile.groups.clone(),
+                image: image.clone(),
+                profile: profile.slug.clone(),
                 ..SpawnRequest::default()
             };
-            (format!("profile `{slug}`"), request)
-        })
-        .collect();
-    if slugged.is_empty() {
-        requests.push((
-            "the default profile".into(),
-            SpawnRequest { user: "lint-user".into(), ..SpawnRequest::default() },
-        ));
+            if requests.iter().any(|(_, r)| *r == request) {
+                continue;
+            }
+            let image = image.map_or_else(|| "any image".to_owned(), |i| format!("image {i}"));
+            requests.push((format!("profile {name} ({image}, user {}", request.user), request));
+        }
     }
+    let mut problems: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (what, request) in requests {
         if let Err(err) = plan(catalog, &request, "lint") {
-            problems.push(format!("{what} does not render: {err}"));
+            // Profiles merged into the same request fail the same way: say it once.
+            if seen.insert(err.to_string()) {
+                let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
+                let choice = Choice { profile: request.profile.clone(), ..Choice::default() };
+                let merged = match catalog.profiles().resolve(&who, request.image.as_deref(), &choice) {
+                    Ok(resolved) if resolved.profiles.len() > 1 => {
+                        format!(", merged with {}", resolved.profiles.join(", "))
+                    }
+                    _ => String::new(),
+                };
+                problems.push(format!("{what}{merged}) does not render: {err}"));
+            }
         }
     }
     problems
@@ -409,6 +511,10 @@ profiles:
 - name: globals
   env:
   - {name: FROM_SECRET, valueFrom: {secretKeyRef: {name: s, key: k}}}
+  - {name: LAST_IMAGE, value: from-profile}
+  - {name: JUPYTERHUB_USER_NAME, value: set-by-admin}
+  resources:
+    limits: {memory: 2Gi}
 - name: Ray
   slug: ray
   services:
@@ -422,7 +528,9 @@ profiles:
         GREETING: "hello {{username}}"
       return:
         HEAD_IMAGE: spec.headGroupSpec.template.spec.containers[0].image
-        MISSING: spec.nothing
+        NAMES: $..name
+        LAST_IMAGE: spec.headGroupSpec.template.spec.containers[0].image
+        HOST: spec.host
       labels: {team: ml}
 "#;
 
@@ -463,26 +571,215 @@ profiles:
     }
 
     #[test]
-    fn environment_layers_ray_defaults_profile_env_service_env_and_returns() {
+    fn environment_follows_jsp_order_and_precedence() {
         let plan = plan(&catalog(), &request("eve"), "ns").unwrap();
         let env = plan.environment(&plan.objects);
-        assert_eq!(env["RAY_CLUSTER"], json!("ray-eve"));
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "RAY_CLUSTER",
+                "RAY_ADDRESS",
+                "RAY_DASHBOARD_URL",
+                // `return` values in written order, then the service env, the profile env,
+                // MEM_LIMIT; a name set again keeps its first position.
+                "HEAD_IMAGE",
+                "NAMES",
+                "LAST_IMAGE",
+                "HOST",
+                "GREETING",
+                "FROM_SECRET",
+                "JUPYTERHUB_USER_NAME",
+                "MEM_LIMIT",
+            ]
+        );
         // The service's templated env wins over the computed default.
         assert_eq!(env["RAY_ADDRESS"], json!("ray://ray-eve-head-svc.ns.svc:10001"));
         assert_eq!(env["GREETING"], json!("hello eve"));
         assert_eq!(env["RAY_DASHBOARD_URL"], json!("https://dash.apps.example.com/"));
         assert_eq!(env["FROM_SECRET"], json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
-        assert_eq!(env["HEAD_IMAGE"], json!("ray:2"));
-        assert!(!env.contains_key("MISSING"), "a path that matches nothing sets nothing");
+        // The last object (the Route) decides every `return`, even where it does not match.
+        assert_eq!(env["HEAD_IMAGE"], json!(""));
+        assert_eq!(env["HOST"], json!("dash.apps.example.com"));
+        assert_eq!(env["NAMES"], json!("dashboard-eve"), "the Route's own names only");
+        // The profile env comes after the `return` values, so its value is the one seen.
+        assert_eq!(env["LAST_IMAGE"], json!("from-profile"));
+        assert_eq!(env["MEM_LIMIT"], json!("2147483648"));
+        assert_eq!(env["JUPYTERHUB_USER_NAME"], json!("eve"), "the user, whatever a profile says");
     }
 
     #[test]
-    fn returns_read_the_applied_objects() {
+    fn returns_read_the_applied_objects_and_join_several_matches() {
         let plan = plan(&catalog(), &request("eve"), "ns").unwrap();
         let mut applied = plan.objects.clone();
-        applied[0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] =
-            json!("ray:applied");
-        assert_eq!(plan.environment(&applied)["HEAD_IMAGE"], json!("ray:applied"));
+        applied[1]["spec"]["host"] = json!("assigned.apps.example.com");
+        applied[1]["spec"]["x"] = json!([{"name": "a"}, {"name": true}]);
+        let env = plan.environment(&applied);
+        assert_eq!(env["HOST"], json!("assigned.apps.example.com"));
+        assert_eq!(env["NAMES"], json!("dashboard-eve,a,True"));
+    }
+
+    #[test]
+    fn mem_limit_is_jsp_bytes() {
+        for (quantity, bytes) in [
+            ("2Gi", "2147483648"),
+            ("1500Mi", "1572864000"),
+            ("1Ti", "1099511627776"),
+            ("512Ki", "524288"),
+            ("1.5Gi", "1610612736"),
+            ("1G", "1G"),
+            ("1500M", "1500M"),
+            ("2147483648", "2147483648"),
+        ] {
+            assert_eq!(mem_limit(quantity), bytes, "{quantity}");
+        }
+    }
+
+    #[test]
+    fn the_pod_is_labelled_with_the_user_and_cluster() {
+        let pod = plan(&catalog(), &request("eje@redhat.com"), "ns").unwrap().pod();
+        assert_eq!(pod.labels[USER_LABEL], "eje-40redhat-2ecom");
+        assert_eq!(pod.labels[CLUSTER_LABEL], "ray-eje-40redhat-2ecom");
+        // JSP's `-45ve` is no valid label value (the API server refused JSP's pod).
+        let pod = plan(&catalog(), &request("Eve"), "ns").unwrap().pod();
+        assert_eq!(pod.labels[USER_LABEL], naming::label_value("Eve"));
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_refuses_the_spawn_with_its_error() {
+        let sources = [
+            ConfigMapSource {
+                name: "jupyter-singleuser-profiles".into(),
+                labels: Default::default(),
+                data: [(
+                    crate::profile::PROFILES_KEY.to_owned(),
+                    "profiles:\n- services:\n    s: {resources: [{name: tpl, path: bad.yaml}]}\n".to_owned(),
+                )]
+                .into(),
+            },
+            ConfigMapSource {
+                name: "tpl".into(),
+                labels: Default::default(),
+                data: [(
+                    "bad.yaml".to_owned(),
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: [unclosed\n".to_owned(),
+                )]
+                .into(),
+            },
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let Err(PlanError::Template(error)) = plan(&catalog, &request("eve"), "ns") else {
+            panic!("a template error")
+        };
+        assert_eq!(
+            (error.code(), error.configmap.as_str(), error.key.as_str()),
+            ("invalid_yaml", "tpl", "bad.yaml")
+        );
+        assert!(error.line.is_some(), "{error}");
+    }
+
+    #[test]
+    fn a_service_without_resources_is_refused() {
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(
+                crate::profile::PROFILES_KEY.to_owned(),
+                "profiles:\n- services:\n    s: {configuration: {a: 1}}\n".to_owned(),
+            )]
+            .into(),
+        }];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let err = plan(&catalog, &request("eve"), "ns").unwrap_err();
+        assert!(matches!(err, PlanError::ServiceWithoutResources { ref service } if service == "s"), "{err}");
+    }
+
+    fn settings(presets: &str, envs: &[(&str, &str)]) -> UserSettings {
+        UserSettings {
+            presets: Some(crate::profile::parse_presets(presets)),
+            envs: (!envs.is_empty())
+                .then(|| envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        }
+    }
+
+    fn gpu_catalog() -> Catalog {
+        let profiles = "profiles:\n- name: gpu\n  gpu: 1\n  env: [{name: A_PROFILE, value: p}]\nsizes:\n- name: Small\n  resources: {limits: {cpu: '1', memory: 1Gi}}\n- name: Large\n  resources: {limits: {cpu: '4', memory: 4Gi}}\ngpuTypes:\n- {type: t4, node_tolerations: [{key: gpu, operator: Exists}]}\n";
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
+        }];
+        Catalog::build(&ProfileSelector::default(), &sources, None)
+    }
+
+    #[test]
+    fn the_users_settings_merge_last_within_what_a_user_may_choose() {
+        let catalog = gpu_catalog();
+        let saved = settings(
+            "gpu: 2\nlast_selected_size: Large\nresources: {limits: {cpu: '64'}}\n",
+            &[("Z_MINE", "1"), ("B_MINE", "2")],
+        );
+        let plan = plan_with(&catalog, Some(&saved), &request("eve"), "ns").unwrap();
+        assert_eq!(plan.profile.profiles, ["gpu", USER_SETTINGS_PROFILE]);
+        assert_eq!(plan.profile.gpu, 2, "the user's GPU count overrides the profile's");
+        assert_eq!(plan.profile.size.as_deref(), Some("Large"), "the saved size applies");
+        assert_eq!(plan.profile.resources.limits["cpu"], "4", "but never the user's own resources");
+        let env = plan.environment(&plan.objects);
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(names, ["A_PROFILE", "B_MINE", "Z_MINE", MEM_LIMIT_ENV, USER_NAME_ENV]);
+        let cm = crate::profile::envs_configmap_name("eve");
+        assert_eq!(env["B_MINE"], json!({"valueFrom": {"configMapKeyRef": {"name": cm, "key": "B_MINE"}}}));
+        assert_eq!(plan.pod().env_from, [json!({"secretRef": {"name": cm, "optional": true}})]);
+        // A size in the request wins over the saved one.
+        let sized = SpawnRequest { size: Some("Small".into()), ..request("eve") };
+        assert_eq!(
+            plan_with(&catalog, Some(&saved), &sized, "ns").unwrap().profile.size.as_deref(),
+            Some("Small")
+        );
+    }
+
+    #[test]
+    fn jsps_string_zero_switches_a_profiles_gpu_off_and_a_number_zero_keeps_it() {
+        let catalog = gpu_catalog();
+        let gpu = |presets: &str| {
+            plan_with(&catalog, Some(&settings(presets, &[])), &request("eve"), "ns").unwrap().pod().gpu
+        };
+        assert_eq!(gpu("gpu: '0'\n"), 0, "JSP's first-save default");
+        assert_eq!(gpu("gpu: 0\n"), 1, "an explicit 0 from the UI keeps the profile's");
+        assert_eq!(gpu("last_selected_size: ''\n"), 1);
+        assert_eq!(plan(&catalog, &request("eve"), "ns").unwrap().pod().gpu, 1, "no settings at all");
+        let pod = plan_with(&catalog, Some(&settings("gpu: 3\n", &[])), &request("eve"), "ns").unwrap().pod();
+        assert_eq!((pod.gpu, pod.resources.limits[crate::profile::GPU_RESOURCE].as_str()), (3, "3"));
+        assert_eq!(pod.tolerations, [json!({"key": "gpu", "operator": "Exists"})]);
+    }
+
+    #[test]
+    fn a_notebook_in_another_namespace_gets_the_users_env_values() {
+        let saved = settings("", &[("MINE", "value")]);
+        let elsewhere = SpawnRequest { namespace: Some("notebooks".into()), ..request("eve") };
+        let plan = plan_with(&gpu_catalog(), Some(&saved), &elsewhere, "ns").unwrap();
+        assert_eq!(plan.environment(&plan.objects)["MINE"], json!("value"));
+        assert!(plan.pod().env_from.is_empty(), "the Secret is in the service's namespace");
+    }
+
+    #[test]
+    fn saved_image_applies_when_the_request_names_none_and_broken_settings_refuse() {
+        let sources = [ConfigMapSource {
+            name: "jupyter-singleuser-profiles".into(),
+            labels: Default::default(),
+            data: [(
+                crate::profile::PROFILES_KEY.to_owned(),
+                "profiles:\n- name: cuda\n  images: ['cuda:1']\n  gpu: 1\n".to_owned(),
+            )]
+            .into(),
+        }];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let saved = settings("last_selected_image: cuda:1\n", &[]);
+        assert_eq!(plan_with(&catalog, Some(&saved), &request("eve"), "ns").unwrap().profile.gpu, 1);
+        let broken = settings("gpu: many\n", &[]);
+        let err = plan_with(&catalog, Some(&broken), &request("eve"), "ns").unwrap_err();
+        assert!(matches!(err, PlanError::UserSettings { .. }), "{err}");
+        assert!(err.to_string().contains("jupyterhub-singleuser-profile-eve"), "{err}");
     }
 
     #[test]
@@ -519,6 +816,49 @@ profiles:
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let problems = lint(&catalog);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("profile `ray`") && problems[0].contains("tpl"), "{problems:?}");
+        // The JSP-style `globals` request merges the default `Ray`, whose template is missing.
+        assert!(
+            problems[0].starts_with(
+                "profile `globals` (any image, user lint-user, merged with globals, Ray) does not render"
+            ),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("template ConfigMap tpl key `rc.yaml`"), "{problems:?}");
+    }
+
+    #[test]
+    fn lint_renders_jsp_profiles_for_every_image_they_name() {
+        // JSP profiles have no slug: the broken template only renders for the second image.
+        let profiles = "profiles:\n- name: Spark\n  images: ['spark:1', 'spark:2']\n  users: [eje]\n  services:\n    s:\n      resources: [{name: tpl, path: ok.yaml}]\n- name: Spark 2\n  images: ['spark:2']\n  services:\n    t:\n      resources: [{name: tpl, path: typo.yaml}]\n- name: volumes\n  images: ['vol:1']\n  volumes: [{name: a.b, persistentVolumeClaim: {claimName: c}}]\n";
+        let ok = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n";
+        let typo =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: t\ndata:\n  a: '{{ worker_memroy }}'\n";
+        let sources = [
+            ConfigMapSource {
+                name: "jupyter-singleuser-profiles".into(),
+                labels: Default::default(),
+                data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
+            },
+            ConfigMapSource {
+                name: "tpl".into(),
+                labels: Default::default(),
+                data: [("ok.yaml".to_owned(), ok.to_owned()), ("typo.yaml".to_owned(), typo.to_owned())]
+                    .into(),
+            },
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        let problems = lint(&catalog);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(
+                "profile `Spark` (image spark:2, user eje, merged with Spark, Spark 2) does not render"
+            ),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0].contains("template ConfigMap tpl key typo.yaml line 6")
+                && problems[0].contains("worker_memroy")
+        );
+        assert!(problems[1].starts_with("profile `volumes` (image vol:1"), "{problems:#?}");
     }
 }

@@ -108,7 +108,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             App::cluster(setup, &namespace)
         }
         None => {
-            let catalog = args.folders.load(&selector)?;
+            let (catalog, users) = args.folders.load(&selector)?;
             for problem in catalog.problems() {
                 tracing::warn!("{problem}");
             }
@@ -129,7 +129,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 );
             }
             let namespace = args.namespace.clone().unwrap_or_else(|| "default".to_owned());
-            App::dry_run(catalog, source, &namespace)
+            App::dry_run(catalog, users, source, &namespace)
         }
     };
 

@@ -1,19 +1,19 @@
 //! One spawn, end to end: plan (resolve and render), quota, apply, wait for the Ray head, and
 //! the answer the notebook's spawner gets. The HTTP edge and the CLI only parse and print.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::catalog::Catalog;
 use crate::catalog::watch::Snapshot;
+use crate::catalog::{Catalog, UserIndex};
 use crate::cluster::{ClusterError, Clusters};
 use crate::lifecycle::{Owners, Quota, QuotaError};
 use crate::plan::{self, Plan, PlanError, PodSettings, SpawnRequest};
-use crate::profile::Resolved;
+use crate::profile::{Resolved, UserSettings};
 
 /// Where spawns go.
 pub enum Backend {
@@ -40,7 +40,8 @@ pub struct Answer {
     pub namespace: String,
     pub owner: String,
     pub profile: Resolved,
-    pub environment: BTreeMap<String, Value>,
+    /// In JSP's order (see [`Plan::environment`]).
+    pub environment: IndexMap<String, Value>,
     pub pod: PodSettings,
     pub objects: Vec<Value>,
 }
@@ -73,9 +74,14 @@ pub enum SpawnError {
     Cluster(#[from] ClusterError),
 }
 
-/// What would be applied, without writing anything.
-pub fn render(catalog: &Catalog, request: &SpawnRequest, namespace: &str) -> Result<Answer, PlanError> {
-    let plan = plan::plan(catalog, request, namespace)?;
+/// What would be applied, without writing anything; `settings` are the user's own.
+pub fn render(
+    catalog: &Catalog,
+    settings: Option<&UserSettings>,
+    request: &SpawnRequest,
+    namespace: &str,
+) -> Result<Answer, PlanError> {
+    let plan = plan::plan_with(catalog, settings, request, namespace)?;
     Ok(Answer::new(&plan, plan.objects.clone(), true))
 }
 
@@ -89,7 +95,10 @@ impl Backend {
         namespace: &str,
     ) -> Result<Answer, SpawnError> {
         let ClusterBackend { clusters, owners, quota } = match self {
-            Backend::DryRun => return Ok(render(&*catalog(snapshot)?, request, namespace)?),
+            Backend::DryRun => {
+                let (catalog, users) = config(snapshot)?;
+                return Ok(render(&catalog, users.get(&request.user), request, namespace)?);
+            }
             Backend::Cluster(cluster) => cluster,
         };
         // Planning and writing take a slot; waiting for the Ray head does not.
@@ -97,7 +106,8 @@ impl Backend {
         // Boxed: a spawn queued for a slot then holds a small future instead of the whole
         // state machine of planning, applying and waiting (~14 KB per queued spawn).
         Box::pin(async {
-            let mut plan = plan::plan(&*catalog(snapshot)?, request, namespace)?;
+            let (catalog, users) = config(snapshot)?;
+            let mut plan = plan::plan_with(&catalog, users.get(&request.user), request, namespace)?;
             // Quotas count the watched namespace, where notebooks normally run.
             if plan.owner.namespace == namespace {
                 quota.check(owners, &request.user, &plan.owner.configmap_name())?;
@@ -111,8 +121,11 @@ impl Backend {
     }
 }
 
-/// The newest catalog, once the first full ConfigMap list is in.
-pub fn catalog(snapshot: &watch::Receiver<Snapshot>) -> Result<Arc<Catalog>, SpawnError> {
+/// The newest catalog and users' settings, once the first full ConfigMap list is in.
+pub fn config(snapshot: &watch::Receiver<Snapshot>) -> Result<(Arc<Catalog>, Arc<UserIndex>), SpawnError> {
     let snapshot = snapshot.borrow();
-    if snapshot.loaded { Ok(snapshot.catalog.clone()) } else { Err(SpawnError::NotLoaded) }
+    match snapshot.loaded {
+        true => Ok((snapshot.catalog.clone(), snapshot.users.clone())),
+        false => Err(SpawnError::NotLoaded),
+    }
 }

@@ -1,115 +1,166 @@
-//! Service templates: handlebars text in a ConfigMap key that renders to one Kubernetes object.
+//! Service templates: a ConfigMap key holding one Kubernetes object as YAML with JSP's `{{ var }}`
+//! placeholders (`{{ var }}`, `{{var}}`, `{{ options.workers }}`).
 //!
-//! A [`Template`] is compiled once when the configuration is loaded and rendered per spawn with a
-//! [`context`]. Rendering is strict (an unknown variable is an error naming the ConfigMap, key,
-//! line and variable, where JSP rendered it empty), escapes values for YAML rather than HTML (see
-//! [`yaml_escape`]), and parses the result into exactly one object. JSP's Jinja placeholders
-//! `{{ var }}`, `{{ var}}` and `{{var}}` are handlebars syntax too and render the same value.
-
-mod fast;
-mod yaml_escape;
+//! A [`Template`] is parsed once when the configuration loads: every placeholder is set aside,
+//! the YAML is parsed into a tree (so a template that is not YAML is reported at load, with its
+//! line), and each scalar that held placeholders keeps them as segments. A render substitutes
+//! values into that tree, never into text, so no value can add keys, items or documents
+//! (injection-proof whatever it holds):
+//!
+//! - a plain scalar that is one placeholder alone takes the value's type. A value of ours (the
+//!   context's `user`, `username`, `server`, `namespace`, `cluster_name`, `image`, `profile`,
+//!   `size` and the typed `options`) is placed as it is: a string stays a string. A
+//!   configuration value is placed as JSP placed it: its Python text (`True`, `None`,
+//!   `['numpy', 'pandas']`) read as YAML 1.1, so `'010'` is 8, `'yes'` true and a list a list;
+//! - a placeholder within other text is string interpolation (configuration values by their
+//!   Python text); a plain scalar made only of configuration values and text is then read as
+//!   YAML 1.1, as JSP did;
+//! - quoted (`'...'`, `"..."`) and block (`|`, `>`) scalars and `!!str` stay strings;
+//! - plain scalars without placeholders resolve by YAML 1.1 as in JSP (`yes`, `on`, `0755`,
+//!   `1:30`, `1_000`); keys stay the text written.
+//!
+//! Rendering is strict: an unknown variable is an error naming the ConfigMap, key, line and
+//! variable (JSP rendered it empty). Handlebars blocks and helpers (`{{#if}}`, `{{#each}}`,
+//! `{{{raw}}}`) and Jinja filters or statements are refused at load with what to write instead:
+//! a configuration list or map substitutes as YAML structure.
 
 use std::collections::BTreeMap;
 
-use handlebars::template::TemplateElement;
-use handlebars::{Handlebars, RenderErrorReason};
 use serde_json::{Map, Value};
 
 use crate::naming;
+use crate::python;
+use crate::yaml::{self, Node, Style};
 
-/// The registry holds just this template, so it needs no real name.
-const TEMPLATE_NAME: &str = "template";
+/// Private-use characters around a placeholder's index while the template is parsed: valid in
+/// every YAML scalar style and inert there.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
 
 /// A compiled service template.
 #[derive(Debug)]
 pub struct Template {
-    /// One registry per template: it holds the parsed template, so a render never re-parses,
-    /// and a broken or replaced ConfigMap key cannot affect the others.
-    registry: Handlebars<'static>,
     configmap: String,
     key: String,
-    /// Whether line `n` of the rendered text comes from line `n` of the template, so YAML errors
-    /// can point at the template. True when the template holds only text and `{{...}}`: escaped
-    /// values never contain line breaks, while blocks, comments and `{{{...}}}` may add or
-    /// remove lines.
-    lines_preserved: bool,
-    /// Substitutes values into a once-parsed skeleton instead of parsing YAML per render, for
-    /// templates of text and `{{value}}` only; see [`fast`].
-    fast: Option<fast::Fast>,
+    placeholders: Vec<Placeholder>,
+    root: Tree,
+}
+
+/// A `{{ path }}` of the template. Those in comments are no part of the object: not `used`.
+#[derive(Debug, Clone, PartialEq)]
+struct Placeholder {
+    /// `options.workers` as `["options", "workers"]`.
+    path: Vec<String>,
+    /// 1-based line in the template.
+    line: usize,
+    used: bool,
+}
+
+/// The parsed template: what holds no placeholder is kept as its final value.
+#[derive(Debug, Clone, PartialEq)]
+enum Tree {
+    Literal(Value),
+    Scalar { parts: Vec<Part>, plain: bool },
+    Seq(Vec<Tree>),
+    Map(Vec<(Vec<Part>, Tree)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    /// Index into the placeholders.
+    Var(usize),
 }
 
 impl Template {
-    /// Compiles `text`, the value of `key` in the template ConfigMap `configmap` (both are named
+    /// Parses `text`, the value of `key` in the template ConfigMap `configmap` (both are named
     /// in every error).
     pub fn compile(configmap: &str, key: &str, text: &str) -> Result<Template, TemplateError> {
-        let mut registry = Handlebars::new();
-        registry.set_strict_mode(true);
-        registry.register_escape_fn(yaml_escape::escape);
-        if let Err(error) = registry.register_template_string(TEMPLATE_NAME, text) {
-            let line = error.pos().map(|(line, _)| line);
-            let message = format!("handlebars syntax error: {}", error.reason());
-            return Err(TemplateError::new(configmap, key, ErrorKind::Syntax, line, message));
-        }
-        let lines_preserved = registry.get_template(TEMPLATE_NAME).is_some_and(|template| {
-            template.elements.iter().all(|element| {
-                matches!(element, TemplateElement::RawString(_) | TemplateElement::Expression(_))
-            })
-        });
-        let fast = if lines_preserved { fast::Fast::new(text) } else { None };
-        Ok(Template { registry, configmap: configmap.to_owned(), key: key.to_owned(), lines_preserved, fast })
-    }
-
-    /// Renders the template with `context` (see [`context`]) and returns the one Kubernetes object
-    /// it holds, as JSON: a mapping with `apiVersion`, `kind` and `metadata.name`.
-    pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
-        if let Some(object) = self.fast.as_ref().and_then(|fast| fast.render(context)) {
-            return self.check_object(object);
-        }
-        self.render_text_and_parse(context)
-    }
-
-    /// The full path: render the text, parse the YAML. The fast path must agree with it.
-    fn render_text_and_parse(&self, context: &Value) -> Result<Value, TemplateError> {
-        let text = self.registry.render(TEMPLATE_NAME, context).map_err(|error| {
-            let line = error.line_no;
-            match error.reason() {
-                RenderErrorReason::MissingVariable(variable) => {
-                    let variable = variable.clone().unwrap_or_default();
-                    let hint = suggestion(context, &variable)
-                        .map(|name| format!(" (did you mean `{name}`?)"))
-                        .unwrap_or_default();
-                    let message = format!(
-                        "unknown variable `{variable}` — define it in the service's \
-                         configuration or fix the template{hint}"
-                    );
-                    let error = self.error(ErrorKind::UnknownVariable, line, message);
-                    TemplateError { variable: Some(variable), ..error }
-                }
-                reason => self.error(ErrorKind::Render, line, format!("cannot render: {reason}")),
-            }
+        let error = |kind, line, message| TemplateError::new(configmap, key, kind, line, message);
+        let (marked, placeholders) =
+            scan(text).map_err(|(line, message)| error(ErrorKind::Syntax, Some(line), message))?;
+        let mut documents = yaml::nodes(&marked).map_err(|e| {
+            let message = format!("the template is not valid YAML: {}", e.message);
+            error(ErrorKind::InvalidYaml, e.line, message)
         })?;
-        self.parse_object(&text)
-    }
-
-    fn parse_object(&self, text: &str) -> Result<Value, TemplateError> {
-        let mut documents = crate::yaml::documents(text).map_err(|error| self.yaml_error(text, &error))?;
-        let object = match documents.len() {
+        let document = match documents.len() {
             0 => {
-                let message = "the template rendered nothing; a template key must hold exactly one \
-                               Kubernetes object"
-                    .to_owned();
-                return Err(self.error(ErrorKind::EmptyOutput, None, message));
+                let message =
+                    "the template holds nothing; a template key must hold exactly one Kubernetes object";
+                return Err(error(ErrorKind::EmptyOutput, None, message.to_owned()));
             }
             1 => documents.remove(0),
             n => {
                 let message = format!(
-                    "the template rendered {n} YAML documents; put each Kubernetes object under \
-                     its own ConfigMap key"
+                    "the template holds {n} YAML documents; put each Kubernetes object under its own ConfigMap key"
                 );
-                return Err(self.error(ErrorKind::NotAnObject, None, message));
+                return Err(error(ErrorKind::NotAnObject, None, message));
             }
         };
+        let root = tree(document);
+        let mut placeholders = placeholders;
+        mark_used(&root, &mut placeholders);
+        let template = Template { configmap: configmap.to_owned(), key: key.to_owned(), placeholders, root };
+        // A template that cannot be an object fails now; placeholders are checked per render.
+        match &template.root {
+            Tree::Literal(value) => drop(template.check_object(value.clone())?),
+            Tree::Seq(_) => drop(template.check_object(Value::Array(Vec::new()))?),
+            Tree::Map(_) | Tree::Scalar { .. } => {}
+        }
+        Ok(template)
+    }
+
+    /// Renders the template with `context` (see [`context`]) and returns the one Kubernetes
+    /// object it holds, as JSON: a mapping with `apiVersion`, `kind` and `metadata.name`.
+    pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
+        static UNUSED: Value = Value::Null;
+        let values = self
+            .placeholders
+            .iter()
+            .map(|p| match p.used {
+                true => lookup(context, &p.path).ok_or_else(|| self.unknown_variable(context, p)),
+                false => Ok(Bound { value: &UNUSED, configuration: false }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let object = self.fill(&self.root, &values);
         self.check_object(object)
+    }
+
+    fn fill(&self, tree: &Tree, values: &[Bound]) -> Value {
+        match tree {
+            Tree::Literal(value) => value.clone(),
+            Tree::Seq(items) => Value::Array(items.iter().map(|item| self.fill(item, values)).collect()),
+            Tree::Map(entries) => {
+                let mut map = Map::new();
+                for (key, value) in entries {
+                    map.insert(interpolate(key, values), self.fill(value, values));
+                }
+                Value::Object(map)
+            }
+            Tree::Scalar { parts, plain } => match (parts.as_slice(), plain) {
+                ([Part::Var(i)], true) => values[*i].alone(),
+                (_, true)
+                    if parts.iter().all(|p| {
+                        matches!(p, Part::Text(_)) || matches!(p, Part::Var(i) if values[*i].configuration)
+                    }) =>
+                {
+                    yaml::yaml11_scalar(&interpolate(parts, values))
+                }
+                _ => Value::String(interpolate(parts, values)),
+            },
+        }
+    }
+
+    fn unknown_variable(&self, context: &Value, placeholder: &Placeholder) -> TemplateError {
+        let variable = placeholder.path.join(".");
+        let hint = suggestion(context, &placeholder.path)
+            .map(|name| format!(" (did you mean `{name}`?)"))
+            .unwrap_or_default();
+        let message = format!(
+            "unknown variable `{variable}` — define it in the service's configuration or fix the template{hint}"
+        );
+        let error = self.error(ErrorKind::UnknownVariable, Some(placeholder.line), message);
+        TemplateError { variable: Some(variable), ..error }
     }
 
     /// One Kubernetes object: a mapping with apiVersion, kind and metadata.name.
@@ -135,39 +186,251 @@ impl Template {
         Err(self.error(ErrorKind::NotAnObject, None, message))
     }
 
-    fn yaml_error(&self, text: &str, error: &crate::yaml::Error) -> TemplateError {
-        let Some(rendered_line) = error.line else {
-            return self.error(
-                ErrorKind::InvalidYaml,
-                None,
-                format!("the rendered template is not valid YAML: {error}"),
-            );
-        };
-        let line_text = text.lines().nth(rendered_line.saturating_sub(1)).unwrap_or_default().trim();
-        let mut message = format!(
-            "the rendered template is not valid YAML: {error}; rendered line {rendered_line}: `{}`",
-            line_text.chars().take(160).collect::<String>()
-        );
-        if line_text.contains("\"\"") {
-            message.push_str(
-                " — a value that is not plain text landed inside quotes written in the \
-                 template: remove the quotes around its placeholder (values are quoted for YAML \
-                 automatically)",
-            );
-        }
-        self.error(ErrorKind::InvalidYaml, self.lines_preserved.then_some(rendered_line), message)
-    }
-
     fn error(&self, kind: ErrorKind, line: Option<usize>, message: String) -> TemplateError {
         TemplateError::new(&self.configmap, &self.key, kind, line, message)
     }
 }
 
+/// A placeholder's value and where it came from.
+struct Bound<'a> {
+    value: &'a Value,
+    /// A service configuration key (JSP's), not one of ours (see the module docs).
+    configuration: bool,
+}
+
+impl Bound<'_> {
+    /// The value of a plain scalar that is this placeholder alone.
+    fn alone(&self) -> Value {
+        if !self.configuration {
+            return self.value.clone();
+        }
+        // JSP pasted `str(value)` into the YAML text and PyYAML read it back.
+        let text = python::str(self.value);
+        if text.starts_with(['[', '{'])
+            && let Ok(mut nodes) = yaml::nodes(&text)
+            && nodes.len() == 1
+        {
+            return yaml11_value(&nodes.remove(0));
+        }
+        yaml::yaml11_scalar(text.trim())
+    }
+
+    /// The value's text inside a longer scalar.
+    fn text(&self) -> String {
+        match self.value {
+            _ if self.configuration => python::str(self.value),
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn interpolate(parts: &[Part], values: &[Bound]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Text(text) => out.push_str(text),
+            Part::Var(i) => out.push_str(&values[*i].text()),
+        }
+    }
+    out
+}
+
+fn lookup<'a>(context: &'a Value, path: &[String]) -> Option<Bound<'a>> {
+    let value = path.iter().try_fold(context, |scope, segment| scope.as_object()?.get(segment))?;
+    let configuration = !RESERVED_NAMES.contains(&path[0].as_str());
+    Some(Bound { value, configuration })
+}
+
+/// A YAML node as PyYAML (YAML 1.1) read it.
+fn yaml11_value(node: &Node) -> Value {
+    match node {
+        Node::Scalar(s) if s.style == Style::Plain && !s.string_tag => yaml::yaml11_scalar(&s.text),
+        Node::Scalar(s) => Value::String(s.text.clone()),
+        Node::Seq(items) => Value::Array(items.iter().map(yaml11_value).collect()),
+        Node::Map(entries) => {
+            Value::Object(entries.iter().map(|(k, v)| (key_text(k), yaml11_value(v))).collect())
+        }
+    }
+}
+
+/// A mapping key as JSON has it: its text (a collection as key: its YAML 1.1 value as JSON).
+fn key_text(node: &Node) -> String {
+    match node {
+        Node::Scalar(s) => s.text.clone(),
+        other => yaml11_value(other).to_string(),
+    }
+}
+
+/// The template tree of a parsed document: placeholders found in its scalars and keys.
+fn tree(node: Node) -> Tree {
+    match node {
+        Node::Scalar(s) => {
+            let parts = parts(&s.text);
+            let plain = s.style == Style::Plain && !s.string_tag;
+            match parts.as_slice() {
+                [] | [Part::Text(_)] if plain => Tree::Literal(yaml::yaml11_scalar(&s.text)),
+                [] | [Part::Text(_)] => Tree::Literal(Value::String(s.text)),
+                _ => Tree::Scalar { parts, plain },
+            }
+        }
+        Node::Seq(items) => {
+            let items: Vec<Tree> = items.into_iter().map(tree).collect();
+            if items.iter().all(|t| matches!(t, Tree::Literal(_))) {
+                Tree::Literal(Value::Array(items.into_iter().map(literal).collect()))
+            } else {
+                Tree::Seq(items)
+            }
+        }
+        Node::Map(entries) => {
+            let entries: Vec<(Vec<Part>, Tree)> =
+                entries.into_iter().map(|(k, v)| (parts(&key_text(&k)), tree(v))).collect();
+            let literal_key = |k: &[Part]| matches!(k, [] | [Part::Text(_)]);
+            if entries.iter().all(|(k, v)| literal_key(k) && matches!(v, Tree::Literal(_))) {
+                let map = entries.into_iter().map(|(k, v)| (text_of(&k), literal(v))).collect();
+                Tree::Literal(Value::Object(map))
+            } else {
+                Tree::Map(entries)
+            }
+        }
+    }
+}
+
+fn mark_used(tree: &Tree, placeholders: &mut [Placeholder]) {
+    fn mark(parts: &[Part], placeholders: &mut [Placeholder]) {
+        for part in parts {
+            if let Part::Var(i) = part {
+                placeholders[*i].used = true;
+            }
+        }
+    }
+    match tree {
+        Tree::Literal(_) => {}
+        Tree::Scalar { parts, .. } => mark(parts, placeholders),
+        Tree::Seq(items) => items.iter().for_each(|item| mark_used(item, placeholders)),
+        Tree::Map(entries) => {
+            for (key, value) in entries {
+                mark(key, placeholders);
+                mark_used(value, placeholders);
+            }
+        }
+    }
+}
+
+fn literal(tree: Tree) -> Value {
+    match tree {
+        Tree::Literal(value) => value,
+        _ => unreachable!("only literal trees are folded"),
+    }
+}
+
+fn text_of(parts: &[Part]) -> String {
+    match parts {
+        [Part::Text(t)] => t.clone(),
+        _ => String::new(),
+    }
+}
+
+/// A scalar's text split at the placeholder marks.
+fn parts(text: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(OPEN) {
+        if open > 0 {
+            out.push(Part::Text(rest[..open].to_owned()));
+        }
+        let after = &rest[open + OPEN.len_utf8()..];
+        let close = after.find(CLOSE).expect("scan writes OPEN index CLOSE");
+        out.push(Part::Var(after[..close].parse().expect("scan writes an index")));
+        rest = &after[close + CLOSE.len_utf8()..];
+    }
+    if !rest.is_empty() {
+        out.push(Part::Text(rest.to_owned()));
+    }
+    out
+}
+
+/// Replaces every `{{ path }}` of `text` by a mark holding its index, and returns the marked
+/// text and the placeholders; or the line and message of the first syntax problem.
+fn scan(text: &str) -> Result<(String, Vec<Placeholder>), (usize, String)> {
+    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
+    if let Some(at) = text.find([OPEN, CLOSE]) {
+        return Err((
+            line_of(at),
+            "the template holds the private-use characters U+E000 or U+E001; remove them".into(),
+        ));
+    }
+    if let Some(at) = text.find("{%") {
+        let message = "Jinja statements (`{% ... %}`) are not supported: templates hold YAML with `{{ name }}` placeholders; a configuration list or map placed alone (`key: {{ name }}`) becomes YAML structure";
+        return Err((line_of(at), message.into()));
+    }
+    let mut marked = String::with_capacity(text.len());
+    let mut placeholders = Vec::new();
+    let mut rest = 0;
+    while let Some(found) = text[rest..].find("{{") {
+        let start = rest + found;
+        let line = line_of(start);
+        let Some(length) = text[start..].find("}}") else {
+            return Err((line, "`{{` is never closed by `}}`".into()));
+        };
+        let inner = text[start + 2..start + length].trim();
+        if let Some(problem) = unsupported(inner) {
+            return Err((line, problem));
+        }
+        let path: Vec<String> = inner.split('.').map(str::to_owned).collect();
+        if path.iter().any(|segment| !is_name(segment)) {
+            return Err((
+                line,
+                format!(
+                    "`{{{{ {inner} }}}}` is not a placeholder: write `{{{{ name }}}}` or `{{{{ name.field }}}}` (letters, digits, `_` and `-`)"
+                ),
+            ));
+        }
+        marked.push_str(&text[rest..start]);
+        marked.push(OPEN);
+        marked.push_str(&placeholders.len().to_string());
+        marked.push(CLOSE);
+        placeholders.push(Placeholder { path, line, used: false });
+        rest = start + length + 2;
+    }
+    marked.push_str(&text[rest..]);
+    Ok((marked, placeholders))
+}
+
+fn is_name(segment: &str) -> bool {
+    segment.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// What a `{{ ... }}` holds that is not a placeholder, and what to write instead.
+fn unsupported(inner: &str) -> Option<String> {
+    const INSTEAD: &str = "templates hold YAML with `{{ name }}` placeholders; a configuration \
+                           list or map placed alone (`key: {{ name }}`) becomes YAML structure";
+    let block = inner.starts_with(['#', '/', '^']) || inner.split_whitespace().next() == Some("else");
+    let problem = if inner.is_empty() {
+        "an empty placeholder `{{ }}`: write `{{ name }}`".to_owned()
+    } else if block {
+        format!("handlebars blocks (`{{{{{inner}}}}}`) are not supported: {INSTEAD}")
+    } else if inner.starts_with('{') {
+        format!("raw placeholders (`{{{{{inner}}}}}}}`) are not supported: {INSTEAD}")
+    } else if inner.starts_with(['!', '>', '&', '~']) {
+        format!("`{{{{{inner}}}}}` is handlebars syntax this service does not support: {INSTEAD}")
+    } else if inner.contains('|') {
+        format!(
+            "Jinja filters (`{{{{ {inner} }}}}`) are not supported: put the value you need in the service's configuration"
+        )
+    } else {
+        return None;
+    };
+    Some(problem)
+}
+
 /// The closest name to a misspelled variable (at most two edits away), looked up where the
 /// path stops resolving.
-fn suggestion(context: &Value, path: &str) -> Option<String> {
+fn suggestion(context: &Value, path: &[String]) -> Option<String> {
     let mut scope = context;
-    for segment in path.split('.') {
+    for segment in path {
         match scope.get(segment) {
             Some(inner) => scope = inner,
             None => {
@@ -222,7 +485,6 @@ impl TemplateError {
         match self.kind {
             ErrorKind::Syntax => "template_syntax",
             ErrorKind::UnknownVariable => "unknown_variable",
-            ErrorKind::Render => "template_render",
             ErrorKind::InvalidYaml => "invalid_yaml",
             ErrorKind::NotAnObject => "not_an_object",
             ErrorKind::EmptyOutput => "empty_output",
@@ -233,22 +495,20 @@ impl TemplateError {
 /// What went wrong with a template; see [`TemplateError::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// Not valid handlebars (Jinja-only syntax such as `{{ x | lower }}` lands here).
+    /// A `{{ ... }}` that is no placeholder (handlebars blocks, Jinja filters and statements).
     Syntax,
     /// A `{{variable}}` the context does not define.
     UnknownVariable,
-    /// Any other rendering failure, e.g. a helper called with wrong arguments.
-    Render,
-    /// The rendered text is not YAML.
+    /// The template is not YAML.
     InvalidYaml,
-    /// The rendered YAML is not exactly one object with apiVersion, kind and metadata.name.
+    /// The template is not exactly one object with apiVersion, kind and metadata.name.
     NotAnObject,
-    /// The rendered YAML holds no document at all.
+    /// The template holds no document at all.
     EmptyOutput,
 }
 
-/// The names [`context`] defines itself; a service configuration key with one of these names is
-/// shadowed (the `validate` command can warn about it).
+/// The names [`context`] defines itself; a service configuration key named `user` or `options`
+/// is shadowed, one with another of these names shadows the value of ours.
 pub const RESERVED_NAMES: [&str; 9] =
     ["user", "username", "server", "namespace", "cluster_name", "image", "profile", "size", "options"];
 
@@ -274,16 +534,15 @@ pub struct ContextInput<'a> {
 }
 
 /// Renders a one-line text template, such as a service's templated `env` value, with the same
-/// context and strictness as objects but without YAML escaping: the result is a plain string.
+/// placeholders, context and strictness as objects: the result is the text with each value's
+/// text in place (configuration values by their Python text, as in objects).
 pub fn render_text(text: &str, context: &Value) -> Result<String, String> {
-    let mut registry = Handlebars::new();
-    registry.set_strict_mode(true);
-    registry.register_escape_fn(handlebars::no_escape);
-    registry.render_template(text, context).map_err(|error| match error.reason() {
-        RenderErrorReason::MissingVariable(Some(variable)) => format!("unknown variable `{variable}`"),
-        RenderErrorReason::TemplateError(parse) => format!("handlebars syntax error: {}", parse.reason()),
-        reason => reason.to_string(),
-    })
+    let (marked, placeholders) = scan(text).map_err(|(_, message)| message)?;
+    let values = placeholders
+        .iter()
+        .map(|p| lookup(context, &p.path).ok_or_else(|| format!("unknown variable `{}`", p.path.join("."))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(interpolate(&parts(&marked), &values))
 }
 
 /// Builds the rendering context:
@@ -299,12 +558,13 @@ pub fn render_text(text: &str, context: &Value) -> Result<String, String> {
 /// | every `configuration` key | at top level, as in JSP (`{{ cpu_request }}`) |
 /// | `options` | the validated options, typed (`replicas: {{options.workers}}` is an integer) |
 ///
-/// The names above win over configuration keys of the same name, as `user` did in JSP: a
-/// template must be able to rely on them, and a configuration cannot impersonate another user.
+/// A configuration key of the same name wins over the names above, as in JSP (whose context
+/// was the configuration plus `user`): the configuration is the admin's. `user` and `options`
+/// win over the configuration: `user` did in JSP, and `options` are the user's validated
+/// choices, which a template must be able to rely on.
 pub fn context(input: &ContextInput) -> Value {
-    let mut context = input.configuration.clone();
-    let reserved = [
-        ("user", Value::from(naming::escape_user(input.username))),
+    let mut context = Map::new();
+    let defaults = [
         ("username", input.username.into()),
         ("server", input.server.into()),
         ("namespace", input.namespace.into()),
@@ -312,11 +572,14 @@ pub fn context(input: &ContextInput) -> Value {
         ("image", input.image.into()),
         ("profile", input.profile.into()),
         ("size", input.size.into()),
-        ("options", Value::Object(input.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
     ];
-    for (name, value) in reserved {
+    for (name, value) in defaults {
         context.insert(name.to_owned(), value);
     }
+    context.extend(input.configuration.iter().map(|(k, v)| (k.clone(), v.clone())));
+    context.insert("user".into(), naming::escape_user(input.username).into());
+    let options = input.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    context.insert("options".into(), Value::Object(options));
     Value::Object(context)
 }
 

@@ -4,6 +4,10 @@
 //! to read YAML as the rest of the Kubernetes world does: YAML 1.2 booleans only (`yes` stays a
 //! string), repeated keys passed through (the last one wins in a map), `<<` an ordinary key,
 //! numbers with leading zeros or underscores kept as strings.
+//!
+//! Templates need more than values: [`nodes`] gives each document as a tree of [`Node`]s whose
+//! scalars keep their text, style and line (from granit-parser, the event parser under
+//! serde-saphyr), and [`yaml11_scalar`] resolves a plain scalar as PyYAML (YAML 1.1) did for JSP.
 
 use std::fmt;
 
@@ -141,6 +145,219 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, Error> {
     })
 }
 
+/// A YAML node with what templates need: scalars as written, with their style and line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Scalar(Scalar),
+    Seq(Vec<Node>),
+    /// Entries in document order.
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    /// The scalar's content after YAML's escape processing and line folding.
+    pub text: String,
+    pub style: Style,
+    /// Tagged `!!str`: a string whatever it looks like.
+    pub string_tag: bool,
+    /// 1-based line where the scalar starts (a block scalar: its first content line).
+    pub line: usize,
+}
+
+/// How a scalar was written: plain scalars resolve to other types; quoted and block ones are
+/// strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Quoted,
+    Block,
+}
+
+/// Most nodes a document may expand to through aliases (a YAML alias bomb stops here).
+const MAX_NODES: usize = 100_000;
+
+/// Every non-empty document of `text` as a [`Node`] tree; aliases are expanded.
+pub fn nodes(text: &str) -> Result<Vec<Node>, Error> {
+    use granit_parser::{Event, Parser, ScalarStyle};
+    let error = |message: String, marker: &granit_parser::Marker| Error {
+        message,
+        line: Some(marker.line()),
+        column: Some(marker.col() + 1),
+        path: None,
+    };
+    // Open collections: a sequence's items, or a mapping's entries and a pending key; and the
+    // anchor each will be registered under.
+    enum Open {
+        Seq(Vec<Node>, usize),
+        Map(Vec<(Node, Node)>, Option<Node>, usize),
+    }
+    let mut documents = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
+    let mut anchors: std::collections::HashMap<usize, Node> = std::collections::HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut count = 0usize;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| error(e.info(), e.marker()))?;
+        let node = match event {
+            Event::DocumentStart(..) => {
+                anchors.clear();
+                continue;
+            }
+            Event::DocumentEnd => {
+                documents.extend(root.take().filter(|n| !is_null(n)));
+                continue;
+            }
+            Event::SequenceStart(_, anchor, _) => {
+                stack.push(Open::Seq(Vec::new(), anchor));
+                continue;
+            }
+            Event::MappingStart(_, anchor, _) => {
+                stack.push(Open::Map(Vec::new(), None, anchor));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                Some(Open::Seq(items, anchor)) => register(&mut anchors, anchor, Node::Seq(items)),
+                Some(Open::Map(entries, _, anchor)) => register(&mut anchors, anchor, Node::Map(entries)),
+                None => continue,
+            },
+            Event::Scalar(value, style, anchor, tag) => {
+                let style = match style {
+                    ScalarStyle::Plain => Style::Plain,
+                    ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+                    ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
+                };
+                let string_tag = tag.as_deref().is_some_and(|t| t.is_yaml_core_schema_tag("str"));
+                let scalar = Scalar { text: value.into_owned(), style, string_tag, line: span.start.line() };
+                register(&mut anchors, anchor, Node::Scalar(scalar))
+            }
+            Event::Alias(id) => match anchors.get(&id) {
+                Some(node) => node.clone(),
+                None => return Err(error("an alias to an unknown anchor".into(), &span.start)),
+            },
+            _ => continue,
+        };
+        count += size(&node);
+        if count > MAX_NODES {
+            return Err(error(format!("the document expands to more than {MAX_NODES} nodes"), &span.start));
+        }
+        match stack.last_mut() {
+            Some(Open::Seq(items, _)) => items.push(node),
+            Some(Open::Map(entries, key, _)) => match key.take() {
+                Some(k) => entries.push((k, node)),
+                None => *key = Some(node),
+            },
+            None => root = Some(node),
+        }
+    }
+    Ok(documents)
+}
+
+fn register(anchors: &mut std::collections::HashMap<usize, Node>, anchor: usize, node: Node) -> Node {
+    if anchor != 0 {
+        anchors.insert(anchor, node.clone());
+    }
+    node
+}
+
+fn size(node: &Node) -> usize {
+    match node {
+        Node::Scalar(_) => 1,
+        Node::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+        Node::Map(entries) => 1 + entries.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>(),
+    }
+}
+
+/// An empty document: `---` alone, or only comments.
+fn is_null(node: &Node) -> bool {
+    matches!(node, Node::Scalar(s) if s.style == Style::Plain && yaml11_scalar(&s.text).is_null())
+}
+
+/// A plain scalar as PyYAML (YAML 1.1, JSP's parser) resolved it: `yes`/`on`/`true` and their
+/// opposites are booleans, `0755` octal, `0x1F` hex, `0b101` binary, `1:30` base 60, `1_000`
+/// a thousand, `1.5`/`1.`/`.5`/`1.5e+3` floats (an exponent needs a dot and a sign), `~`,
+/// `null` and nothing are null; anything else (dates and timestamps included) is the text.
+pub fn yaml11_scalar(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => return Value::Bool(true),
+        "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false);
+        }
+        _ => {}
+    }
+    yaml11_number(text).unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+fn yaml11_number(text: &str) -> Option<Value> {
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let is_digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c == '_' || c.is_digit(radix));
+    let sexagesimal = |s: &str| {
+        let mut parts = s.split(':');
+        let first = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        !rest.is_empty()
+            && first.starts_with(|c: char| ('1'..='9').contains(&c))
+            && is_digits(first, 10)
+            && rest.iter().all(|p| {
+                (1..=2).contains(&p.len())
+                    && p.chars().all(|c| c.is_ascii_digit())
+                    && (p.len() == 1 || p.as_bytes()[0] <= b'5')
+            })
+    };
+    let int = |digits: &str, radix: u32| -> Option<Value> {
+        let n = i64::from_str_radix(&digits.replace('_', ""), radix).ok()?;
+        Some(Value::from(if negative { -n } else { n }))
+    };
+    // int, as PyYAML's resolver and constructor
+    if let Some(bits) = unsigned.strip_prefix("0b") {
+        return is_digits(bits, 2).then(|| int(bits, 2)).flatten();
+    }
+    if let Some(hex) = unsigned.strip_prefix("0x") {
+        return is_digits(hex, 16).then(|| int(hex, 16)).flatten();
+    }
+    if unsigned == "0" {
+        return Some(Value::from(0));
+    }
+    if unsigned.len() > 1 && unsigned.starts_with('0') && is_digits(unsigned, 8) {
+        return int(unsigned, 8);
+    }
+    if unsigned.starts_with(|c: char| ('1'..='9').contains(&c)) && is_digits(unsigned, 10) {
+        return int(unsigned, 10);
+    }
+    if sexagesimal(unsigned) {
+        let n = unsigned.split(':').try_fold(0i64, |acc, part| {
+            acc.checked_mul(60)?.checked_add(part.replace('_', "").parse().ok()?)
+        })?;
+        return Some(Value::from(if negative { -n } else { n }));
+    }
+    // float: digits '.' digits? exponent? | '.' digits exponent? (infinity and NaN stay text:
+    // JSON has no such numbers)
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        e.len() > 1 && e.starts_with(['+', '-']) && e[1..].chars().all(|c| c.is_ascii_digit())
+    });
+    let (whole, fraction) = mantissa.split_once('.')?;
+    let float_ok = exponent_ok
+        && ((!whole.is_empty()
+            && whole.starts_with(|c: char| c.is_ascii_digit())
+            && is_digits(whole, 10)
+            && (fraction.is_empty() || is_digits(fraction, 10)))
+            || (whole.is_empty() && is_digits(fraction, 10) && !text.starts_with(['-', '+'])));
+    if float_ok {
+        let f: f64 = unsigned.replace('_', "").parse().ok()?;
+        return serde_json::Number::from_f64(if negative { -f } else { f }).map(Value::Number);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -203,6 +420,74 @@ mod tests {
         assert_eq!((err.path.as_deref(), err.line), (Some("item"), Some(2)), "{err:?}");
         assert!(err.message.contains("unknown field `item`"), "{err:?}");
         assert!(from_str::<Doc>("# nothing\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn nodes_keep_styles_lines_and_expand_aliases() {
+        let text = "a: plain\nb: 'single'\nc: \"dq\\n\"\nd: |\n  block\ne: !!str 010\nf: &x [1, {g: h}]\ni: *x\n---\n---\n# c\n";
+        let docs = nodes(text).unwrap();
+        assert_eq!(docs.len(), 1);
+        let Node::Map(entries) = &docs[0] else { panic!("{docs:?}") };
+        let scalar = |i: usize| match &entries[i].1 {
+            Node::Scalar(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((scalar(0).text.as_str(), scalar(0).style, scalar(0).line), ("plain", Style::Plain, 1));
+        assert_eq!((scalar(1).text.as_str(), scalar(1).style), ("single", Style::Quoted));
+        assert_eq!((scalar(2).text.as_str(), scalar(2).style), ("dq\n", Style::Quoted));
+        assert_eq!((scalar(3).text.as_str(), scalar(3).style, scalar(3).line), ("block\n", Style::Block, 5));
+        assert!(scalar(4).string_tag);
+        assert_eq!(entries[5].1, entries[6].1, "the alias is the anchored node");
+    }
+
+    #[test]
+    fn node_errors_carry_the_position() {
+        let err = nodes("a: 1\nb: [\n").unwrap_err();
+        assert!(err.line.is_some(), "{err:?}");
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
+        assert!(nodes(bomb).unwrap_err().message.contains("more than"));
+    }
+
+    #[test]
+    fn plain_scalars_resolve_as_pyyaml_did() {
+        for (text, value) in [
+            ("yes", json!(true)),
+            ("On", json!(true)),
+            ("off", json!(false)),
+            ("NO", json!(false)),
+            ("y", json!("y")),
+            ("0755", json!(493)),
+            ("010", json!(8)),
+            ("0x1F", json!(31)),
+            ("0b101", json!(5)),
+            ("-0x10", json!(-16)),
+            ("1:30", json!(90)),
+            ("1:30:00", json!(5400)),
+            ("1_000", json!(1000)),
+            ("0", json!(0)),
+            ("-3", json!(-3)),
+            ("1.5", json!(1.5)),
+            ("1.", json!(1.0)),
+            (".5", json!(0.5)),
+            ("1.5e+3", json!(1500.0)),
+            ("1e3", json!("1e3")),
+            ("1.5e3", json!("1.5e3")),
+            ("089", json!("089")),
+            ("~", Value::Null),
+            ("", Value::Null),
+            ("Null", Value::Null),
+            ("2021-11-29", json!("2021-11-29")),
+            (".inf", json!(".inf")),
+            ("1:60", json!("1:60")),
+            ("a:b", json!("a:b")),
+            ("0x", json!("0x")),
+            ("+.5", json!("+.5")),
+            ("0_7", json!(7)),
+            ("1:5", json!(65)),
+            ("+1", json!(1)),
+        ] {
+            assert_eq!(yaml11_scalar(text), value, "{text:?}");
+        }
     }
 
     #[test]

@@ -133,11 +133,13 @@ pub fn template(data: &[u8]) {
 
 /// The same user-chosen value in every placement a template may give it: a plain value, a flow
 /// sequence item, single quotes, a comment and a block scalar. Whatever the value, the object
-/// keeps exactly the keys the template wrote.
+/// keeps exactly the keys the template wrote and holds the value exactly.
 fn value_stays_one_scalar(value: &str, context: &Value) {
+    // An option: a value a user chose (a configuration value may hold YAML structure by design).
     let mut context = context.clone();
-    context["probe"] = Value::from(value);
-    let plain = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  plain: {{probe}}\n";
+    context["options"]["probe"] = Value::from(value);
+    let plain =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  plain: {{options.probe}}\n";
     let object = Template::compile("fuzz", "plain", plain)
         .expect("the probe compiles")
         .render(&context)
@@ -145,23 +147,20 @@ fn value_stays_one_scalar(value: &str, context: &Value) {
     assert_keys(&object, &["apiVersion", "data", "kind", "metadata"]);
     assert_keys(&object["metadata"], &["name"]);
     assert_keys(&object["data"], &["plain"]);
-    if let Some(rendered) = object["data"]["plain"].as_str() {
-        assert_eq!(rendered, value, "a plain placeholder changed the value");
-    }
+    assert_eq!(object["data"]["plain"], Value::from(value), "a plain placeholder changed the value");
 
     let everywhere = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  \
-                      flow: [{{probe}}, end]\n  single: '{{probe}}'\n  # {{probe}}\n  \
-                      block: |\n    {{probe}}\n  last: end\n";
+                      flow: [{{options.probe}}, end]\n  single: '{{options.probe}}'\n  # {{options.probe}}\n  \
+                      block: |\n    {{options.probe}}\n  last: end\n";
     let compiled = Template::compile("fuzz", "everywhere", everywhere).expect("the probe compiles");
-    if let Ok(object) = compiled.render(&context) {
-        assert_keys(&object, &["apiVersion", "data", "kind", "metadata"]);
-        assert_keys(&object["metadata"], &["name"]);
-        assert_keys(&object["data"], &["block", "flow", "last", "single"]);
-        let flow = object["data"]["flow"].as_array().expect("flow stays a sequence");
-        assert!(flow.len() <= 2 && flow.last() == Some(&Value::from("end")), "flow became {flow:?}");
-        assert!(object["data"]["single"].is_string(), "single quotes left: {object}");
-        assert_eq!(object["data"]["last"], "end");
-    }
+    let object = compiled.render(&context).unwrap_or_else(|e| panic!("{value:?} in every placement: {e}"));
+    assert_keys(&object, &["apiVersion", "data", "kind", "metadata"]);
+    assert_keys(&object["metadata"], &["name"]);
+    assert_keys(&object["data"], &["block", "flow", "last", "single"]);
+    assert_eq!(object["data"]["flow"], serde_json::json!([value, "end"]), "flow sequence");
+    assert_eq!(object["data"]["single"], Value::from(value), "single quotes");
+    assert_eq!(object["data"]["block"], Value::from(format!("{value}\n")), "block scalar");
+    assert_eq!(object["data"]["last"], "end");
 }
 
 fn assert_keys(object: &Value, expected: &[&str]) {

@@ -22,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hub-test-token"
 
-# Extra profiles on top of the repo's: pod settings KubeSpawner can apply, env from a Secret.
+# Extra profiles on top of the repo's: pod settings KubeSpawner can apply, env from a Secret,
+# a volume; and carol's own settings as JSP's spawn page saved them (her env).
 TEST_PROFILES = """\
 apiVersion: v1
 kind: ConfigMap
@@ -52,6 +53,10 @@ data:
       resources:
         requests: {cpu: 250m, memory: 512Mi}
         limits: {cpu: "2", memory: 3Gi}
+      volumes:
+      - name: Team_Data
+        persistentVolumeClaim: {claimName: team-data}
+        mountPath: data
       services:
         ray:
           resources:
@@ -66,6 +71,13 @@ data:
             worker_memory: 2Gi
           options:
             workers: {type: integer, default: 1, min: 0, max: 2}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: jupyterhub-singleuser-profile-carol-envs
+data:
+  CAROLS_BUCKET: carol-bucket
 """
 
 

@@ -26,6 +26,8 @@ from singleuser_profiles_hub import (
     spawn_request,
 )
 
+from singleuser_profiles_hub.hooks import apply_answer
+
 from hub_support import TOKEN, Service, User, free_port, kube_spawner, local_spawner
 
 
@@ -197,6 +199,35 @@ async def test_pre_spawn_kubespawner_pod_settings(service: Service) -> None:
     assert any(t.key == "dedicated" for t in pod.spec.tolerations)
     assert pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
     assert pod.metadata.labels["jupyterhub.opendatahub.io/ray-cluster"] == "ray-carol"
+    # JSP's pod label, volume and mount, the user name and the user's own env
+    assert pod.metadata.labels["jupyterhub.opendatahub.io/user"] == "carol"
+    assert by_name["JUPYTERHUB_USER_NAME"].value == "carol"
+    assert str(by_name["MEM_LIMIT"].value) == str(3 * 2**30)
+    # carol's settings ConfigMap is in the service's namespace, her notebook in team-a: the
+    # service hands over the value itself (a reference would not resolve there).
+    assert by_name["CAROLS_BUCKET"].value == "carol-bucket"
+    volume = next(v for v in pod.spec.volumes if v.name == "team-data")
+    assert volume.persistent_volume_claim == {"claimName": "team-data"}  # as KubeSpawner keeps it
+    mounts = {m.name: m for m in container.volume_mounts}
+    assert mounts["team-data"].mount_path == "/opt/app-root/src/data"
+
+
+async def test_answer_env_from_and_mounts_reach_the_kubespawner_pod() -> None:
+    spawner = kube_spawner("erin", user_options={}, config=Config())
+    ref = {"secretRef": {"name": "jupyterhub-singleuser-profile-erin-envs", "optional": True}}
+    answer = {"environment": {"A": "1"}, "pod": {
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}],
+        "volume_mounts": [{"name": "d", "mountPath": "/opt/app-root/src/d"}],
+        "env_from": [ref]}}
+    apply_answer(spawner, answer, spawner.log)
+    apply_answer(spawner, answer, spawner.log)  # idempotent: a retried hook adds nothing twice
+    pod = await spawner.get_pod_manifest()
+    container = pod.spec.containers[0]
+    env_from = container.env_from
+    assert len(env_from) == 1
+    secret_ref = env_from[0]["secretRef"] if isinstance(env_from[0], dict) else env_from[0].secret_ref
+    assert (secret_ref["name"] if isinstance(secret_ref, dict) else secret_ref.name) == ref["secretRef"]["name"]
+    assert [m.mount_path for m in container.volume_mounts if m.name == "d"] == ["/opt/app-root/src/d"]
 
 
 async def test_local_spawner_skips_value_from_env(service: Service,

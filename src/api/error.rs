@@ -148,8 +148,17 @@ impl From<PlanError> for ApiError {
                 api.body.key = Some(key.clone());
                 api
             }
-            PlanError::InvalidReturn { .. } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_return", err.to_string())
+            PlanError::UserSettings { ref configmap, .. } => {
+                let mut api =
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_settings", err.to_string());
+                api.body.configmap = Some(configmap.clone());
+                api
+            }
+            PlanError::Volume { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_volume", err.to_string())
+            }
+            PlanError::ServiceWithoutResources { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "service_without_resources", err.to_string())
             }
             PlanError::ServiceEnv { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_service_env", err.to_string())

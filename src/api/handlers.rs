@@ -20,7 +20,7 @@ use crate::spawn::{self, Backend};
 
 impl AppState {
     fn catalog(&self) -> Result<Arc<Catalog>, ApiError> {
-        Ok(spawn::catalog(&self.snapshot)?)
+        Ok(spawn::config(&self.snapshot)?.0)
     }
 }
 
@@ -77,7 +77,9 @@ pub async fn render(
     let Json(request) = body?;
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result = state.catalog().and_then(|catalog| Ok(spawn::render(&catalog, &request, &state.namespace)?));
+    let result = spawn::config(&state.snapshot).map_err(ApiError::from).and_then(|(catalog, users)| {
+        Ok(spawn::render(&catalog, users.get(&request.user), &request, &state.namespace)?)
+    });
     state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     Ok(respond(&headers, StatusCode::OK, &result?))
 }
@@ -234,6 +236,7 @@ pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         "ready": state.not_ready_reason().is_none(),
         "profile_configmaps": snapshot.catalog.profile_sources().collect::<Vec<_>>(),
         "templates": snapshot.catalog.template_count(),
+        "user_settings": snapshot.users.len(),
         "problems": snapshot.catalog.problems(),
     });
     respond(&headers, StatusCode::OK, &body)

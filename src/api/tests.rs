@@ -15,9 +15,18 @@ use crate::catalog::{self, Catalog, ProfileSelector};
 /// The repo's folders in a dry run, spawning into `notebooks`.
 fn dry_run(hub_token: Option<&str>) -> AppBuilder {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cms = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
-    let catalog = Catalog::build(&ProfileSelector::default(), &cms, None);
-    App::dry_run(catalog, "test folders".into(), "notebooks")
+    let mut cms = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
+    // A user's settings as JSP's spawn page saved them.
+    cms.extend(
+        catalog::parse_configmaps(
+            "user.yaml",
+            "kind: ConfigMap\nmetadata: {name: jupyterhub-singleuser-profile-saver}\ndata:\n  profile: |\n    last_selected_size: Medium\n---\nkind: ConfigMap\nmetadata: {name: jupyterhub-singleuser-profile-saver-envs}\ndata: {MY_BUCKET: b}\n",
+        )
+        .unwrap(),
+    );
+    let (users, rest) = catalog::UserIndex::split(&ProfileSelector::default(), &cms);
+    let catalog = Catalog::build(&ProfileSelector::default(), rest, None);
+    App::dry_run(catalog, users, "test folders".into(), "notebooks")
         .auth(Authenticator::new(hub_token.and_then(HubToken::new), vec![]))
 }
 
@@ -65,8 +74,30 @@ async fn spawn_in_the_dry_run_answers_the_cluster_and_environment() {
 }
 
 #[tokio::test]
+async fn render_takes_the_users_saved_settings() {
+    let (status, answer) = post(&app(), "/api/v1/render", json!({"user": "saver"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["pod"]["resources"]["limits"]["cpu"], json!("2"), "the saved size Medium");
+    let env = answer["environment"].as_object().unwrap();
+    assert_eq!(
+        env["MY_BUCKET"]["valueFrom"]["configMapKeyRef"]["name"],
+        json!("jupyterhub-singleuser-profile-saver-envs")
+    );
+    assert_eq!(env["JUPYTERHUB_USER_NAME"], json!("saver"));
+    // JSP's order in the JSON itself: the profile env, the user's, MEM_LIMIT, JUPYTERHUB_USER_NAME.
+    let request = Request::post("/api/v1/render")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"user": "saver"}).to_string()))
+        .unwrap();
+    let (_, text) = call(&app(), request).await;
+    let at = |name: &str| text.find(&format!("\"{name}\":")).unwrap_or_else(|| panic!("{name} in {text}"));
+    let order = ["RAY_USAGE_STATS_ENABLED", "MY_BUCKET", "MEM_LIMIT", "JUPYTERHUB_USER_NAME"].map(at);
+    assert!(order.is_sorted(), "{order:?} in {text}");
+}
+
+#[tokio::test]
 async fn render_applies_size_and_options() {
-    let body = json!({"user": "bob", "size": "medium", "options": {"workers": 3}, "server": "big"});
+    let body = json!({"user": "bob", "size": "Medium", "options": {"workers": 3}, "server": "big"});
     let (status, answer) = post(&app(), "/api/v1/render", body).await;
     assert_eq!(status, StatusCode::OK, "{answer:#}");
     assert_eq!(answer["pod"]["resources"]["limits"]["cpu"], json!("2"));

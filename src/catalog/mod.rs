@@ -4,6 +4,7 @@
 //! their ConfigMaps to [`Catalog::build`]. A ConfigMap that fails to parse keeps its last good
 //! version serving and its error is kept for the status endpoint, the log and a metric.
 
+pub mod users;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,7 +15,8 @@ use kube::core::{Selector, SelectorExt};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{self, PROFILES_KEY, ProfileDoc, ProfileSet};
-use crate::template::Template;
+use crate::template::{Template, TemplateError};
+pub use users::UserIndex;
 
 /// A ConfigMap as the catalog sees it: a name, labels and text data.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -96,19 +98,26 @@ pub struct Catalog {
     docs: Vec<(String, Arc<str>, Arc<ProfileDoc>)>,
     /// Compiled templates by (ConfigMap, key), with the text they came from.
     templates: HashMap<(String, String), (Arc<str>, Arc<Template>)>,
+    /// Why each template that does not compile (and has no good version) fails.
+    broken: HashMap<(String, String), TemplateError>,
     problems: Vec<ConfigProblem>,
 }
 
 impl Catalog {
     /// Builds a snapshot from every ConfigMap currently known, reusing what `previous` already
     /// parsed from identical text and keeping its good versions where the new text is broken.
+    /// Users' settings ConfigMaps are skipped: they go to a [`UserIndex`].
     pub fn build<'a>(
         selector: &ProfileSelector,
         configmaps: impl IntoIterator<Item = &'a ConfigMapSource>,
         previous: Option<&Catalog>,
     ) -> Catalog {
-        let by_name: BTreeMap<&str, &ConfigMapSource> =
-            configmaps.into_iter().map(|cm| (cm.name.as_str(), cm)).collect();
+        // Users' settings are no part of it (see `UserIndex`).
+        let by_name: BTreeMap<&str, &ConfigMapSource> = configmaps
+            .into_iter()
+            .filter(|cm| !users::is_user_settings(selector, cm))
+            .map(|cm| (cm.name.as_str(), cm))
+            .collect();
 
         // Base ConfigMap first, then the labelled ones sorted by name (JSP's order).
         let mut profile_cms: Vec<&ConfigMapSource> =
@@ -154,6 +163,7 @@ impl Catalog {
 
         let profiles = ProfileSet::new(docs.iter().map(|(_, _, doc)| (**doc).clone()));
 
+        let mut broken = HashMap::new();
         let mut templates = HashMap::new();
         for (cm_name, key) in referenced_templates(&docs) {
             let last_good = previous.and_then(|p| p.templates.get(&(cm_name.clone(), key.clone())));
@@ -162,7 +172,7 @@ impl Catalog {
                 let what = if by_name.contains_key(cm_name.as_str()) {
                     format!("template ConfigMap {cm_name} has no key `{key}`")
                 } else {
-                    format!("template ConfigMap {cm_name} does not exist")
+                    format!("template ConfigMap {cm_name} (key `{key}`) does not exist")
                 };
                 problems.push(ConfigProblem {
                     configmap: cm_name.clone(),
@@ -191,18 +201,24 @@ impl Catalog {
                         message: err.to_string(),
                         serving_last_good: last_good.is_some(),
                     });
-                    if let Some(good) = last_good {
-                        templates.insert((cm_name, key), good.clone());
+                    match last_good {
+                        Some(good) => drop(templates.insert((cm_name, key), good.clone())),
+                        None => drop(broken.insert((cm_name, key), err)),
                     }
                 }
             }
         }
 
-        Catalog { profiles, docs, templates, problems }
+        Catalog { profiles, docs, templates, broken, problems }
     }
 
     pub fn profiles(&self) -> &ProfileSet {
         &self.profiles
+    }
+
+    /// Why a referenced template that is not loaded failed to compile, if it exists.
+    pub fn template_error(&self, configmap: &str, key: &str) -> Option<&TemplateError> {
+        self.broken.get(&(configmap.to_owned(), key.to_owned()))
     }
 
     pub fn template(&self, configmap: &str, key: &str) -> Option<&Template> {

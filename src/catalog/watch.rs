@@ -14,7 +14,8 @@ use kube::{Api, Client};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Catalog, ConfigMapSource, ProfileSelector};
+use super::users::is_user_settings;
+use super::{Catalog, ConfigMapSource, ProfileSelector, UserIndex};
 use crate::labels::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::metrics::Metrics;
 
@@ -22,6 +23,8 @@ use crate::metrics::Metrics;
 #[derive(Clone, Default)]
 pub struct Snapshot {
     pub catalog: Arc<Catalog>,
+    /// Users' own settings; changes here never rebuild the catalog.
+    pub users: Arc<UserIndex>,
     /// True once the first full list arrived (or the folders were read).
     pub loaded: bool,
     /// The watch's most recent failure, until the watch delivers again.
@@ -43,8 +46,15 @@ pub struct WatchError {
 }
 
 /// Builds the snapshot of a folder source once.
-pub fn fixed(catalog: Catalog, source: String) -> watch::Receiver<Snapshot> {
-    watch::channel(Snapshot { catalog: Arc::new(catalog), loaded: true, watch_error: None, source }).1
+pub fn fixed(catalog: Catalog, users: UserIndex, source: String) -> watch::Receiver<Snapshot> {
+    let snapshot = Snapshot {
+        catalog: Arc::new(catalog),
+        users: Arc::new(users),
+        loaded: true,
+        watch_error: None,
+        source,
+    };
+    watch::channel(snapshot).1
 }
 
 /// Starts watching `namespace` and returns the receiving end of the snapshots.
@@ -97,8 +107,20 @@ where
                 listing.get_or_insert_with(BTreeMap::new).insert(cm.name.clone(), cm);
             }
             Event::InitDone => {
-                known = listing.take().unwrap_or_default();
+                let all = listing.take().unwrap_or_default();
+                let (users, _) = UserIndex::split(&selector, all.values());
+                tx.send_modify(|s| s.users = Arc::new(users));
+                known = all.into_iter().filter(|(_, cm)| !is_user_settings(&selector, cm)).collect();
                 publish(&tx, &selector, &known, &metrics);
+            }
+            // A user's settings change that user's entry only: no catalog rebuild.
+            Event::Apply(cm) if is_user_settings(&selector, &source_of_ref(&cm)) => {
+                let cm = source_of(cm);
+                tx.send_modify(|s| Arc::make_mut(&mut s.users).apply(&cm));
+                // It may have been a profile source until its label went.
+                if known.remove(&cm.name).is_some() {
+                    publish(&tx, &selector, &known, &metrics);
+                }
             }
             Event::Apply(cm) => {
                 let cm = source_of(cm);
@@ -106,8 +128,11 @@ where
                 publish(&tx, &selector, &known, &metrics);
             }
             Event::Delete(cm) => {
-                known.remove(&source_of(cm).name);
-                publish(&tx, &selector, &known, &metrics);
+                let name = source_of(cm).name;
+                tx.send_modify(|s| Arc::make_mut(&mut s.users).remove(&name));
+                if known.remove(&name).is_some() {
+                    publish(&tx, &selector, &known, &metrics);
+                }
             }
         }
     }
@@ -143,6 +168,15 @@ fn publish(
     });
 }
 
+/// The name and labels of a ConfigMap, which decide where it goes.
+fn source_of_ref(cm: &ConfigMap) -> ConfigMapSource {
+    ConfigMapSource {
+        name: cm.metadata.name.clone().unwrap_or_default(),
+        labels: cm.metadata.labels.clone().unwrap_or_default(),
+        data: Default::default(),
+    }
+}
+
 fn source_of(cm: ConfigMap) -> ConfigMapSource {
     ConfigMapSource {
         name: cm.metadata.name.unwrap_or_default(),
@@ -176,9 +210,16 @@ mod tests {
     /// Feeds `events` to the loop, then nothing more (the stream stays open, as a resumed watch
     /// in a quiet namespace does), and returns the snapshots' receiver once they are consumed.
     async fn feed(events: Vec<Result<Event<ConfigMap>, watcher::Error>>) -> watch::Receiver<Snapshot> {
+        feed_counting(events, Metrics::default()).await
+    }
+
+    async fn feed_counting(
+        events: Vec<Result<Event<ConfigMap>, watcher::Error>>,
+        metrics: Metrics,
+    ) -> watch::Receiver<Snapshot> {
         let (tx, rx) = watch::channel(Snapshot::default());
         let silence = stream::iter(events).chain(stream::pending());
-        tokio::spawn(run(silence, tx, ProfileSelector::default(), Metrics::default()));
+        tokio::spawn(run(silence, tx, ProfileSelector::default(), metrics));
         // The loop runs on this runtime; let it drain what it was given.
         tokio::time::sleep(Duration::from_millis(50)).await;
         rx
@@ -208,6 +249,50 @@ mod tests {
         let snapshot = rx.borrow().clone();
         assert_eq!(snapshot.watch_error, None);
         assert_eq!(snapshot.catalog.profile_sources().count(), 1);
+    }
+
+    fn settings_cm(name: &str, data: serde_json::Value) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": data})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_users_settings_update_their_entry_and_rebuild_no_catalog() {
+        let rx = feed(vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(profiles_cm())),
+            Ok(Event::InitApply(settings_cm(
+                "jupyterhub-singleuser-profile-alice",
+                serde_json::json!({"profile": "gpu: 1\n"}),
+            ))),
+            Ok(Event::InitDone),
+        ])
+        .await;
+        let first = rx.borrow().clone();
+        assert_eq!(first.users.get("alice").unwrap().presets.clone().unwrap().unwrap().gpu, Some(1));
+        assert_eq!(first.catalog.profile_sources().collect::<Vec<_>>(), ["jupyter-singleuser-profiles"]);
+
+        let metrics = Metrics::default();
+        let events = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(profiles_cm())),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(settings_cm(
+                "jupyterhub-singleuser-profile-bob-envs",
+                serde_json::json!({"A": "1"}),
+            ))),
+            Ok(Event::Apply(settings_cm(
+                "jupyterhub-singleuser-profile-bob",
+                serde_json::json!({"profile": "gpu: 2\n"}),
+            ))),
+            Ok(Event::Delete(settings_cm("jupyterhub-singleuser-profile-bob-envs", serde_json::json!({})))),
+        ];
+        let rx = feed_counting(events, metrics.clone()).await;
+        let snapshot = rx.borrow().clone();
+        let bob = snapshot.users.get("bob").unwrap();
+        assert_eq!(bob.presets.clone().unwrap().unwrap().gpu, Some(2));
+        assert!(bob.envs.is_none(), "the deleted env ConfigMap is gone");
+        assert_eq!(metrics.config_reloads.get(), 1, "only the first list built the catalog");
+        assert_eq!(snapshot.catalog.profile_sources().collect::<Vec<_>>(), ["jupyter-singleuser-profiles"]);
     }
 
     #[tokio::test]

@@ -2,8 +2,7 @@
 //! raised where serde stands, so the YAML layer reports the exact field path
 //! (`profiles[0].resources.limits.cpu`) and line without any parsing of message text.
 
-use std::collections::BTreeMap;
-
+use indexmap::IndexMap;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,11 +40,13 @@ impl<'de> Deserialize<'de> for ScalarText {
     }
 }
 
-/// A map of [`ScalarText`]; no value at all is an empty map.
-pub(super) fn scalar_map<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    let raw: BTreeMap<String, ScalarText> = nullable(deserializer)?;
+/// A map of [`ScalarText`], in the order written; no value at all is an empty map.
+pub(super) fn scalar_map<'de, D, M>(deserializer: D) -> Result<M, D::Error>
+where
+    D: Deserializer<'de>,
+    M: FromIterator<(String, String)>,
+{
+    let raw: IndexMap<String, ScalarText> = nullable(deserializer)?;
     Ok(raw.into_iter().map(|(key, ScalarText(text))| (key, text)).collect())
 }
 

@@ -75,10 +75,50 @@ pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, P
         let line = e.path.as_deref().and_then(|field| locate(yaml, field)).or(e.line);
         error(line, e.path, e.message)
     })?;
-    let doc = doc.map(|Document(doc)| doc).unwrap_or_default();
+    let mut doc = doc.map(|Document(doc)| doc).unwrap_or_default();
+    yaml11_env_values(&mut doc, yaml);
     match first_problem(&doc) {
         Some((field, message)) => Err(error(locate(yaml, &field), Some(field), message)),
         None => Ok(doc),
+    }
+}
+
+/// JSP read profile documents with PyYAML (YAML 1.1), and the Kubernetes client made each env
+/// value `str()`: a plain `yes` was the boolean True, so the notebook got `True`; `010` was 8.
+/// The rest of the document reads as YAML 1.2 (see `crate::yaml`); env values are where the
+/// difference reached the notebook, so they take JSP's reading of their plain scalars.
+fn yaml11_env_values(doc: &mut ProfileDoc, text: &str) {
+    use crate::yaml::{Node, Style};
+    let Ok(mut documents) = crate::yaml::nodes(text) else { return };
+    let Some(Node::Map(root)) = documents.pop() else { return };
+    let get = |entries: &[(Node, Node)], key: &str| {
+        entries.iter().find(|(k, _)| matches!(k, Node::Scalar(s) if s.text == key)).map(|(_, v)| v.clone())
+    };
+    let Some(Node::Seq(profiles)) = get(&root, "profiles") else { return };
+    for (profile, node) in doc.profiles.iter_mut().zip(&profiles) {
+        let Node::Map(fields) = node else { continue };
+        // The scalar written for each env entry's value, in the order the entries were read.
+        let written: Vec<Option<Node>> = match get(fields, "env") {
+            Some(Node::Map(legacy)) => legacy.into_iter().map(|(_, v)| Some(v)).collect(),
+            Some(Node::Seq(items)) => items
+                .iter()
+                .map(|item| if let Node::Map(e) = item { get(e, "value") } else { None })
+                .collect(),
+            _ => continue,
+        };
+        if written.len() != profile.env.len() {
+            continue;
+        }
+        for (var, node) in profile.env.iter_mut().zip(written) {
+            let Some(Node::Scalar(scalar)) = node else { continue };
+            if scalar.style != Style::Plain || scalar.string_tag {
+                continue;
+            }
+            let value = crate::yaml::yaml11_scalar(&scalar.text);
+            if let (Some(slot), false) = (var.get_mut("value"), value.is_null()) {
+                *slot = serde_json::Value::String(crate::python::str(&value));
+            }
+        }
     }
 }
 
@@ -240,13 +280,10 @@ fn sizes_problem(sizes: &[Size]) -> Option<(String, String)> {
         if size.name.trim().is_empty() {
             return Some((format!("{at}.name"), "every size needs a name: users pick sizes by name".into()));
         }
-        if let Some(first) = sizes[..i].iter().position(|s| s.name.eq_ignore_ascii_case(&size.name)) {
+        if let Some(first) = sizes[..i].iter().position(|s| s.name == size.name) {
             return Some((
                 format!("{at}.name"),
-                format!(
-                    "size {:?} is already defined by sizes[{first}] (names are compared case-insensitively)",
-                    size.name
-                ),
+                format!("size {:?} is already defined by sizes[{first}]", size.name),
             ));
         }
         quantity_problem(&format!("{at}.resources"), &ResourceSpec::from(&size.resources))

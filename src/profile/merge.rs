@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::model::{Profile, Service, Size, Wait};
 use super::resources::{GPU_RESOURCE, ResourceSpec, Resources};
+use super::volumes::DEFAULT_MOUNT_PATH;
 
 /// A user's profile: every matching profile merged, the size applied, options validated.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -30,7 +32,10 @@ pub struct Resolved {
     pub affinity: Map<String, Value>,
     pub gpu: u32,
     pub volumes: Vec<Value>,
-    pub services: BTreeMap<String, Service>,
+    /// Where relative and unset volume mount paths go (the last profile's, else ODH's).
+    pub default_mount_path: String,
+    /// In JSP's dict order: first definition's position, a later definition replacing it there.
+    pub services: IndexMap<String, Service>,
     /// Validated option values, defaults included.
     pub options: BTreeMap<String, Value>,
     /// How long to wait for the cluster before the notebook starts; `None`: do not wait.
@@ -45,7 +50,7 @@ pub struct Resolved {
 /// `gpu_types` tolerations are added when GPUs are requested (JSP applies all of them, as its
 /// spawner had no way to pick a GPU type).
 pub fn merge(profiles: &[&Profile], size: Option<&Size>, gpu_types: &[Value]) -> Resolved {
-    let mut resolved = Resolved::default();
+    let mut resolved = Resolved { default_mount_path: DEFAULT_MOUNT_PATH.to_owned(), ..Resolved::default() };
     let mut resources = ResourceSpec::default();
     let mut node_affinity = Map::new();
     let mut wait = None;
@@ -63,11 +68,15 @@ pub fn merge(profiles: &[&Profile], size: Option<&Size>, gpu_types: &[Value]) ->
         resolved.max_resources.extend(profile.max_resources.clone());
         tolerations.extend(profile.node_tolerations.iter().cloned());
         node_affinity.extend(profile.node_affinity.clone());
-        // JSP: `if profile2.get("gpu")`, so a later `gpu: 0` does not undo an earlier request.
-        if let Some(gpu) = profile.gpu.filter(|&g| g > 0) {
+        // JSP: `if profile2.get("gpu")`, so a later `gpu: 0` does not undo an earlier request
+        // (`model::jsp_gpu`).
+        if let Some(gpu) = profile.gpu {
             resolved.gpu = gpu;
         }
         resolved.volumes.extend(profile.volumes.iter().cloned());
+        if let Some(path) = profile.default_mount_path.as_ref().filter(|p| !p.is_empty()) {
+            resolved.default_mount_path.clone_from(path);
+        }
         resolved.services.extend(profile.services.clone());
         wait = profile.wait.or(wait);
         idle_timeout = profile.idle_timeout.or(idle_timeout);

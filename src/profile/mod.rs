@@ -10,12 +10,15 @@
 //!
 //! Extensions beyond JSP, which JSP files never trip over: `slug`/`default` (profiles the user
 //! picks), `description`, `groups`, glob patterns in `images`, typed service `options`,
-//! templated service `env`, `wait` and `idle_timeout`.
+//! templated service `env`, `wait`, `idle_timeout` and `default_mount_path`.
 //!
-//! Deliberate differences from JSP, each because JSP's behaviour was an accident:
+//! Deliberate differences from JSP, each because JSP's behaviour was an accident (the README's
+//! "Compatibility with JSP 0.7.0" lists them all, measured by tests/jsp):
 //! - an empty user name matches only profiles open to everyone (JSP matched all);
-//! - env keeps one entry per name, the later definition in the earlier position (JSP appended);
-//! - an unknown size is an error (JSP silently ignored it) and sizes match case-insensitively;
+//! - env keeps one entry per name, the later definition in the earlier position (JSP appended;
+//!   the container saw the same value);
+//! - an unknown size is an error (JSP silently ignored it);
+//! - a user's own settings give only their GPU count, size, image and env (JSP merged any key);
 //! - a profile without resources after one without resources is no error (JSP raised).
 
 mod de;
@@ -27,6 +30,8 @@ mod model;
 mod options;
 mod resources;
 mod set;
+mod user_settings;
+mod volumes;
 
 pub use file::{PROFILES_KEY, ProfileDoc, ProfileFileError, parse_doc};
 pub use kubespawner::kubespawner_resources;
@@ -36,6 +41,11 @@ pub use model::{DEFAULT_WAIT, Profile, Service, Size, TemplateRef, Wait, WaitTim
 pub use options::OptionSpec;
 pub use resources::{GPU_RESOURCE, Quantities, ResourceSpec, Resources, quantity_value};
 pub use set::{Choice, ProfileChoice, ProfileSet, ResolveError};
+pub use user_settings::{
+    ENVS_SUFFIX, Presets, SETTINGS_KEY, SETTINGS_PREFIX, SettingsPart, UserSettings, envs_configmap_name,
+    parse_presets, settings_configmap_name, settings_owner,
+};
+pub use volumes::{DEFAULT_MOUNT_PATH, PodVolumes, VolumeError, pod_volumes};
 
 #[cfg(test)]
 mod tests;

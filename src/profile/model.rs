@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 use super::de::{nullable, scalar_map, scalar_string};
 use super::options::OptionSpec;
 use super::resources::{ResourceSpec, Resources};
+use crate::jsonpath_rw::JsonPath;
 
 /// How long `wait: true` waits for the cluster when no timeout is given.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -54,12 +56,19 @@ pub struct Profile {
     pub node_tolerations: Vec<Value>,
     #[serde(default, deserialize_with = "nullable")]
     pub node_affinity: Map<String, Value>,
+    /// The GPU count this profile sets; `None` keeps the earlier profiles' (JSP's truthiness:
+    /// `gpu: 0` keeps it, `gpu: "0"` sets none).
     #[serde(default, deserialize_with = "gpu_count")]
     pub gpu: Option<u32>,
     #[serde(default, deserialize_with = "nullable")]
     pub volumes: Vec<Value>,
+    /// Extension: where relative and unset volume `mountPath`s are mounted (JSP: the hub's
+    /// `DEFAULT_MOUNT_PATH`, `/opt/app-root/src` in ODH); the notebook image's working directory.
     #[serde(default, deserialize_with = "nullable")]
-    pub services: BTreeMap<String, Service>,
+    pub default_mount_path: Option<String>,
+    /// In the order written: JSP renders services (and so evaluates `return`) in that order.
+    #[serde(default, deserialize_with = "nullable")]
+    pub services: IndexMap<String, Service>,
     #[serde(default, deserialize_with = "wait")]
     pub wait: Option<Wait>,
     /// Seconds of notebook inactivity after which the notebook (and its cluster) is culled.
@@ -96,12 +105,13 @@ pub struct Service {
     pub configuration: Map<String, Value>,
     #[serde(default, deserialize_with = "scalar_map")]
     pub labels: BTreeMap<String, String>,
-    /// `ENV_NAME: <JSONPath on the applied object>`.
-    #[serde(rename = "return", default, deserialize_with = "scalar_map")]
-    pub returns: BTreeMap<String, String>,
-    /// Extension: environment values rendered as templates (unrendered here).
+    /// `ENV_NAME: <jsonpath-rw path on the applied object>`, in the order written (the
+    /// notebook's environment keeps it), parsed when the ConfigMap loads.
+    #[serde(rename = "return", default, deserialize_with = "nullable")]
+    pub returns: IndexMap<String, JsonPath>,
+    /// Extension: environment values rendered as templates (unrendered here), in written order.
     #[serde(default, deserialize_with = "scalar_map")]
-    pub env: BTreeMap<String, String>,
+    pub env: IndexMap<String, String>,
     /// Extension: typed choices the user may make, validated before rendering.
     #[serde(default, deserialize_with = "nullable")]
     pub options: BTreeMap<String, OptionSpec>,
@@ -165,17 +175,39 @@ fn names<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::E
     }
 }
 
-/// `gpu: 2` or JSP's string form `gpu: "2"`.
+/// `gpu: 2` or JSP's string form `gpu: "2"`, as JSP's override (see [`jsp_gpu`]).
 fn gpu_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    let Some(raw) = Option::<Value>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    let count = match &raw {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    count.map(Some).ok_or_else(|| de::Error::custom(format!("expected a whole number of GPUs, got {raw}")))
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(raw) => jsp_gpu(&raw).map_err(de::Error::custom),
+    }
+}
+
+/// JSP's `gpu` rule: a profile (or the user's settings) sets the GPU count when its value is
+/// truthy in Python (`if profile2.get("gpu")`), to `int(value)`; so `0`, `""` and null keep
+/// the earlier count, while the string `"0"` sets it to none. Negative counts are none.
+pub(super) fn jsp_gpu(raw: &Value) -> Result<Option<u32>, String> {
+    let clamp = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    let expected = || format!("expected a whole number of GPUs, got {raw}");
+    match raw {
+        Value::Null | Value::Bool(false) => Ok(None),
+        Value::Bool(true) => Ok(Some(1)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(0), _) => Ok(None),
+            (Some(n), _) => Ok(Some(clamp(n))),
+            (None, Some(0.0)) => Ok(None),
+            // Python's int() truncates.
+            (None, Some(f)) if f.is_finite() => Ok(Some(clamp(f.trunc() as i64))),
+            _ => Err(expected()),
+        },
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => {
+            s.trim().replace('_', "").parse::<i64>().map(|n| Some(clamp(n))).map_err(|_| expected())
+        }
+        Value::Array(a) if a.is_empty() => Ok(None),
+        Value::Object(o) if o.is_empty() => Ok(None),
+        _ => Err(expected()),
+    }
 }
 
 fn wait<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Wait>, D::Error> {
@@ -290,10 +322,12 @@ fn env_list_item(item: Value) -> Result<Value, String> {
     Ok(Value::Object(var))
 }
 
-/// An env value as Kubernetes wants it: a string; a missing value is the empty string.
+/// An env value as Kubernetes wants it: a string, as JSP's Kubernetes client made it with
+/// Python's `str()` (`true` is `True`); a missing value is the empty string.
 fn env_value(value: &Value) -> Option<String> {
     match value {
         Value::Null => Some(String::new()),
-        other => scalar_string(other),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(crate::python::str(value)),
+        Value::Array(_) | Value::Object(_) => None,
     }
 }

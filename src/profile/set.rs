@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -26,10 +27,15 @@ pub struct ProfileSet {
 pub struct Choice {
     /// A profile slug; `None` takes the default profile.
     pub profile: Option<String>,
-    /// A size name, matched case-insensitively; `None` keeps the profile's resources.
+    /// A size name, matched exactly (JSP); `None` keeps the profile's resources.
     pub size: Option<String>,
     /// Option values: JSON numbers, booleans and strings, or strings to parse (CLI).
     pub options: BTreeMap<String, Value>,
+    /// The user's own settings as JSP's last profile (`@singleuser@`), merged after every
+    /// matching profile and before the size; it holds only what a user may choose (their GPU
+    /// count and env).
+    #[serde(skip)]
+    pub personal: Option<Profile>,
 }
 
 /// A profile the user may pick, for launchers.
@@ -161,12 +167,12 @@ impl ProfileSet {
         &self.ui
     }
 
-    /// The sizes a user can pick: one per name (case-insensitive), in first-seen order, each
-    /// with its last definition, so a later ConfigMap can redefine `Small`.
+    /// The sizes a user can pick: one per name, in first-seen order, each with its last
+    /// definition, so a later ConfigMap can redefine `Small`.
     pub fn offered_sizes(&self) -> Vec<&Size> {
         let mut offered: Vec<&Size> = Vec::new();
         for size in &self.sizes {
-            match offered.iter_mut().find(|s| s.name.eq_ignore_ascii_case(&size.name)) {
+            match offered.iter_mut().find(|s| s.name == size.name) {
                 Some(slot) => *slot = size,
                 None => offered.push(size),
             }
@@ -174,9 +180,9 @@ impl ProfileSet {
         offered
     }
 
-    /// A size by name, case-insensitively; the last definition wins, as in JSP's `get_size`.
+    /// A size by its exact name; the last definition wins, as in JSP's `get_size`.
     pub fn find_size(&self, name: &str) -> Option<&Size> {
-        self.sizes.iter().rev().find(|s| s.name.eq_ignore_ascii_case(name))
+        self.sizes.iter().rev().find(|s| s.name == name)
     }
 
     /// Merges what applies to the user and image: every matching profile without a slug plus
@@ -188,7 +194,8 @@ impl ProfileSet {
         choice: &Choice,
     ) -> Result<Resolved, ResolveError> {
         let slug = non_empty(choice.profile.as_deref());
-        let (profiles, slug) = self.select(who, image, slug)?;
+        let (mut profiles, slug) = self.select(who, image, slug)?;
+        profiles.extend(choice.personal.as_ref());
         let size = match non_empty(choice.size.as_deref()) {
             None => None,
             Some(name) => Some(self.find_size(name).ok_or_else(|| ResolveError::UnknownSize {
@@ -303,7 +310,7 @@ fn non_empty(text: Option<&str>) -> Option<&str> {
 }
 
 /// The options the merged services declare, by name (the first declaration of each).
-fn declared_options(services: &BTreeMap<String, Service>) -> BTreeMap<String, OptionSpec> {
+fn declared_options(services: &IndexMap<String, Service>) -> BTreeMap<String, OptionSpec> {
     let mut specs = BTreeMap::new();
     for declared in services.values() {
         for (name, spec) in &declared.options {
@@ -315,7 +322,7 @@ fn declared_options(services: &BTreeMap<String, Service>) -> BTreeMap<String, Op
 
 /// Option names form one namespace (the template context's `options`), so two services may
 /// declare the same option only if they agree on it.
-fn check_option_conflicts(services: &BTreeMap<String, Service>) -> Result<(), ResolveError> {
+fn check_option_conflicts(services: &IndexMap<String, Service>) -> Result<(), ResolveError> {
     let mut first: BTreeMap<&str, (&str, &OptionSpec)> = BTreeMap::new();
     for (service, declared) in services {
         for (name, spec) in &declared.options {
@@ -333,7 +340,7 @@ fn check_option_conflicts(services: &BTreeMap<String, Service>) -> Result<(), Re
 
 /// Validates the user's values against the declarations and fills in defaults.
 fn resolve_options(
-    services: &BTreeMap<String, Service>,
+    services: &IndexMap<String, Service>,
     given: &BTreeMap<String, Value>,
 ) -> Result<BTreeMap<String, Value>, ResolveError> {
     check_option_conflicts(services)?;

@@ -129,10 +129,10 @@ fn duplicate_slugs_in_one_document_are_rejected_at_the_second() {
 }
 
 #[test]
-fn duplicate_size_names_are_rejected_case_insensitively() {
-    let e = problem("sizes:\n- name: Small\n- name: small\n");
-    assert_eq!(e.field.as_deref(), Some("sizes[1].name"));
-    assert_eq!(e.line, Some(3));
+fn duplicate_size_names_are_rejected_and_case_tells_names_apart() {
+    let e = problem("sizes:\n- name: Small\n- name: small\n- name: Small\n");
+    assert_eq!(e.field.as_deref(), Some("sizes[2].name"));
+    assert_eq!(e.line, Some(4));
 }
 
 #[test]
@@ -198,20 +198,36 @@ fn legacy_env_map_becomes_env_vars_with_string_values() {
         vec![
             json!({"name": "AWS_ACCESS_KEY_ID", "value": ""}),
             json!({"name": "PORT", "value": "80"}),
-            json!({"name": "DEBUG", "value": "true"}),
+            json!({"name": "DEBUG", "value": "True"}),
             json!({"name": "EMPTY", "value": ""}),
         ]
     );
 }
 
 #[test]
-fn env_list_keeps_value_from_and_stringifies_values() {
+fn env_list_keeps_value_from_and_stringifies_values_as_python_did() {
     let doc = parse(
-        "profiles:\n- env:\n  - name: PORT\n    value: 80\n  - name: TOKEN\n    valueFrom:\n      secretKeyRef: {name: s, key: token}\n",
+        "profiles:\n- env:\n  - name: PORT\n    value: 80\n  - name: TOKEN\n    valueFrom:\n      secretKeyRef: {name: s, key: token}\n  - {name: ON, value: false}\n  - {name: RATIO, value: 0.5}\n",
     )
     .unwrap();
     assert_eq!(doc.profiles[0].env[0], json!({"name": "PORT", "value": "80"}));
+    assert_eq!(doc.profiles[0].env[2], json!({"name": "ON", "value": "False"}));
+    assert_eq!(doc.profiles[0].env[3], json!({"name": "RATIO", "value": "0.5"}));
     assert_eq!(doc.profiles[0].env[1]["valueFrom"]["secretKeyRef"]["key"], "token");
+}
+
+#[test]
+fn env_values_read_plain_scalars_as_yaml_1_1_like_jsp() {
+    let doc = parse(
+        "profiles:\n- env:\n    A: yes\n    B: 'yes'\n    C: 010\n    D: plain\n- env:\n  - {name: E, value: on}\n  - {name: F, value: \"on\"}\n  - {name: G, value: 1_000}\n  - {name: H, value: 80}\n  - {name: I, valueFrom: {secretKeyRef: {name: s, key: k}}}\n",
+    )
+    .unwrap();
+    let values = |i: usize| doc.profiles[i].env.iter().map(|v| v.get("value").cloned()).collect::<Vec<_>>();
+    assert_eq!(values(0), [Some(json!("True")), Some(json!("yes")), Some(json!("8")), Some(json!("plain"))]);
+    assert_eq!(
+        values(1),
+        [Some(json!("True")), Some(json!("on")), Some(json!("1000")), Some(json!("80")), None]
+    );
 }
 
 #[test]
@@ -219,6 +235,18 @@ fn gpu_accepts_numbers_and_numeric_strings_only() {
     let doc = parse("profiles:\n- gpu: 2\n- gpu: '1'\n").unwrap();
     assert_eq!((doc.profiles[0].gpu, doc.profiles[1].gpu), (Some(2), Some(1)));
     assert_eq!(problem("profiles:\n- gpu: two\n").field.as_deref(), Some("profiles[0].gpu"));
+}
+
+#[test]
+fn gpu_follows_python_truthiness_as_in_jsp() {
+    let s = set("profiles:\n- gpu: 2\n- name: zero\n  gpu: 0\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 2, "a number 0 keeps the count");
+    let s = set("profiles:\n- gpu: 2\n- name: string zero\n  gpu: '0'\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 0, "a string '0' is truthy in Python");
+    let s = set("profiles:\n- gpu: 2\n- {gpu: ''}\n- {gpu: null}\n- {gpu: false}\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 2);
+    let s = set("profiles:\n- {gpu: true}\n- {gpu: 1.9}\n");
+    assert_eq!(resolve(&s, "eje", None, &Choice::default()).gpu, 1, "int(1.9)");
 }
 
 #[test]
@@ -291,12 +319,13 @@ fn env_later_definition_wins_in_the_first_position() {
 }
 
 #[test]
-fn services_merge_shallowly_by_name() {
+fn services_merge_shallowly_by_name_keeping_the_first_position() {
     let s = set(
-        "profiles:\n- services:\n    spark:\n      resources: [{name: old, path: a}]\n      configuration: {worker_instances: 1}\n    airflow:\n      resources: [{name: t, path: airflow}]\n- services:\n    spark:\n      resources: [{name: new, path: b}]\n",
+        "profiles:\n- services:\n    spark:\n      resources: [{name: old, path: a}]\n      configuration: {worker_instances: 1}\n    airflow:\n      resources: [{name: t, path: airflow}]\n- services:\n    spark:\n      resources: [{name: new, path: b}]\n    beta:\n      resources: [{name: t, path: beta}]\n",
     );
     let r = resolve(&s, "eje", None, &Choice::default());
-    assert_eq!(r.services.keys().collect::<Vec<_>>(), vec!["airflow", "spark"]);
+    // Python's dict order: as written, a replaced service where it first stood.
+    assert_eq!(r.services.keys().collect::<Vec<_>>(), vec!["spark", "airflow", "beta"]);
     assert_eq!(r.services["spark"].resources, vec![TemplateRef { name: "new".into(), path: "b".into() }]);
     assert!(r.services["spark"].configuration.is_empty(), "the later service replaces the earlier one whole");
 }
@@ -315,7 +344,7 @@ fn scalars_take_the_last_value_and_idle_timeout_zero_disables() {
 fn no_matching_profile_resolves_to_an_empty_profile() {
     let s = set("profiles:\n- name: private\n  users: [vpavlin]\n  env: {A: b}\n");
     let r = resolve(&s, "eje", None, &Choice::default());
-    assert_eq!(r, Resolved::default());
+    assert_eq!(r, Resolved { default_mount_path: DEFAULT_MOUNT_PATH.into(), ..Resolved::default() });
 }
 
 // ---------------------------------------------------------------- resources (JSP parse_resources)
@@ -409,7 +438,7 @@ fn the_size_overrides_resources_last() {
     let s = set(&format!(
         "profiles:\n- resources:\n    requests: {{cpu: 250m, memory: 500Mi}}\n    limits: {{cpu: 500m, memory: 1Gi}}\n{SIZES}"
     ));
-    let r = resolve(&s, "eje", None, &sized("small"));
+    let r = resolve(&s, "eje", None, &sized("Small"));
     assert_eq!(r.size.as_deref(), Some("Small"));
     assert_eq!(r.resources.requests, quantities(&[("cpu", "1"), ("memory", "1Gi")]));
     assert_eq!(
@@ -417,8 +446,11 @@ fn the_size_overrides_resources_last() {
         quantities(&[("cpu", "1"), ("memory", "1Gi")]),
         "a size's requests copy to its limits"
     );
-    let r = resolve(&s, "eje", None, &sized("LARGE"));
+    let r = resolve(&s, "eje", None, &sized("Large"));
     assert_eq!(r.resources.requests, quantities(&[("cpu", "8"), ("memory", "8Gi")]));
+    // Names match exactly, as in JSP.
+    let e = s.resolve(&user("eje"), None, &sized("large")).unwrap_err();
+    assert_eq!(e.code(), "unknown_size");
 }
 
 #[test]
@@ -441,11 +473,11 @@ fn unknown_sizes_list_the_available_ones() {
 #[test]
 fn a_later_configmap_redefines_a_size() {
     let base = parse(SIZES).unwrap();
-    let team = parse("sizes:\n- name: small\n  resources: {limits: {cpu: '2'}}\n").unwrap();
+    let team = parse("sizes:\n- name: Small\n  resources: {limits: {cpu: '2'}}\n").unwrap();
     let s = ProfileSet::new([base, team]);
     assert_eq!(s.sizes().len(), 4);
     let offered: Vec<&str> = s.offered_sizes().iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(offered, vec!["small", "Large", "Empty"]);
+    assert_eq!(offered, vec!["Small", "Large", "Empty"]);
     assert_eq!(resolve(&s, "eje", None, &sized("Small")).resources.limits, quantities(&[("cpu", "2")]));
 }
 
@@ -841,7 +873,7 @@ fn an_odh_configmap_resolves_as_jsp_did() {
     );
     assert_eq!(service.configuration["worker_instances"], 1);
     assert_eq!(service.labels["opendatahub.io/component"], "jupyterhub");
-    assert_eq!(service.returns["SPARK_CLUSTER"], "metadata.name");
+    assert_eq!(service.returns["SPARK_CLUSTER"].as_str(), "metadata.name");
     assert_eq!(spark.resources.limits, quantities(&[("cpu", "4"), ("memory", "4Gi")]));
     assert_eq!(s.ui()["sizeConfig"]["enabled"], true);
 }
@@ -889,7 +921,7 @@ sizes:
 fn a_document_with_every_extension_resolves_and_serialises() {
     let s = set(RAY);
     let member = Requester::new("someone", ["data-science"]);
-    let choice = Choice { size: Some("small".into()), ..with_options("ray", &[("workers", json!("2"))]) };
+    let choice = Choice { size: Some("Small".into()), ..with_options("ray", &[("workers", json!("2"))]) };
     let r = s.resolve(&member, Some("quay.io/modh/ray:2.9"), &choice).unwrap();
     let service = &r.services["ray"];
     assert_eq!(service.env["RAY_ADDRESS"], "ray://{{cluster_name}}-head-svc.{{namespace}}.svc:10001");
@@ -904,6 +936,7 @@ fn a_document_with_every_extension_resolves_and_serialises() {
             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
             "tolerations": [],
             "affinity": {},
+            "default_mount_path": "/opt/app-root/src",
             "gpu": 0,
             "volumes": [],
             "services": {"ray": serde_json::to_value(service).unwrap()},

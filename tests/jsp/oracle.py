@@ -108,6 +108,15 @@ def run(scenario: dict, work: Path) -> dict:
                 posts.append({"env": scenario["user_env"]})
             for body in posts:
                 api.user.update(username, data=body)
+        # The user's settings ConfigMaps as the spawn page left them: our side reads the same.
+        written = {w.body["metadata"]["name"] for w in cluster.writes
+                   if "/configmaps" in w.path and isinstance(w.body, dict)}
+        result["user_configmaps"] = [
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": o["metadata"]["name"], "labels": o["metadata"].get("labels") or {}},
+             "data": o.get("data") or {}}
+            for (_, plural, _, name), o in sorted(cluster.objects.items())
+            if plural == "configmaps" and name in written]
         cluster.writes.clear()
 
         step = "OpenShiftSpawner.__init__"

@@ -16,9 +16,9 @@ files both sides read, as `render --profiles` reads a folder):
     - id: small                 # the scenario is named <case>/<id>
       user: eje@redhat.com      # JupyterHub user name
       image: s2i-spark-minimal-notebook:3.6
-      size: Small               # optional: JSP: the user's last_selected_size; ours: --size
-      gpu: 1                    # optional: the user's GPU choice (JSP's spawn page); ours: no input
-      user_env: [{name: A, value: b}]  # optional: the user's own env (JSP's spawn page); ours: no input
+      size: Small               # optional: the user's last_selected_size (JSP's spawn page)
+      gpu: 1                    # optional: the user's GPU choice (JSP's spawn page)
+      user_env: [{name: A, value: b}]  # optional: the user's own env (JSP's spawn page)
       ui: false                 # optional: no spawn-page posts: the folder holds the user's ConfigMaps
       namespace: opendatahub    # optional (default opendatahub)
 """
@@ -61,6 +61,49 @@ def load_scenarios(only: str | None) -> list[dict]:
     return scenarios
 
 
+def load_cases() -> dict:
+    """Per case: its folder and, where declared, the verdict `validate` must give."""
+    cases = {}
+    for spec in sorted(CORPUS.glob("*/scenarios.yaml")):
+        doc = yaml.safe_load(spec.read_text()) or {}
+        declared = doc.get("validate")
+        if declared is not None and (declared.get("expect") not in ("pass", "fail") or not declared.get("why")):
+            sys.exit(f"{spec}: `validate` needs `expect: pass|fail` and `why`")
+        cases[spec.parent.name] = {"dir": str(spec.parent / "configmaps"), "validate": declared}
+    return cases
+
+
+def run_validate(binary: str, folder: str) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error"}
+    proc = subprocess.run([binary, "validate", folder], capture_output=True, text=True, timeout=60, env=env)
+    if proc.returncode not in (0, 1):
+        sys.exit(f"validate {folder} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return {"passed": proc.returncode == 0, "output": proc.stdout.strip()}
+
+
+def check_validate(scenarios, ours_results, cases, verdicts) -> tuple[int, int]:
+    """`validate` must fail on every case where one of our spawns fails, unless the case
+    declares otherwise (a failure that is the user's choice, not the config's), with why."""
+    passed = failed = 0
+    for case, verdict in verdicts.items():
+        keys = [s["key"] for s in scenarios if s["key"].split("/")[0] == case]
+        failing = [k for k in keys if ours_results[k].get("error")]
+        declared = cases[case]["validate"]
+        expect = declared["expect"] if declared else ("fail" if failing else "pass")
+        got = "pass" if verdict["passed"] else "fail"
+        if expect == got:
+            passed += 1
+            print(f"ok   validate {case}: {got}")
+            continue
+        failed += 1
+        reason = declared["why"] if declared else (
+            f"our spawn fails in {', '.join(failing)}" if failing else "every spawn of the case works")
+        print(f"FAIL validate {case}: {got}, expected {expect} ({reason})")
+        for line in verdict["output"].splitlines()[:10]:
+            print(f"       {line}")
+    return passed, failed
+
+
 def run_jsp(scenarios: list[dict], python: str) -> dict:
     proc = subprocess.run([python, str(HERE / "oracle.py")], input=json.dumps({"scenarios": scenarios}),
                           capture_output=True, text=True, cwd=HERE, timeout=600)
@@ -69,12 +112,14 @@ def run_jsp(scenarios: list[dict], python: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def run_ours(scenario: dict, binary: str, empty: str) -> dict:
-    args = [binary, "render", "--profiles", scenario["dir"], "--templates", empty,
+def run_ours(scenario: dict, binary: str, work: Path, user_configmaps: list[dict]) -> dict:
+    """`render` on the case's folder plus the user's settings ConfigMaps JSP's spawn page wrote
+    (the size and GPU come from there, as in JSP: no --size)."""
+    work.mkdir()
+    (work / "user-settings.yaml").write_text(yaml.safe_dump_all(user_configmaps, sort_keys=False))
+    args = [binary, "render", "--profiles", scenario["dir"], "--templates", str(work),
             "--user", scenario["user"], "--image", scenario["image"], "--namespace", scenario["namespace"],
             "-o", "json"]
-    if scenario.get("size") is not None:
-        args += ["--size", str(scenario["size"])]
     env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error"}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     stderr = proc.stderr.strip()
@@ -140,13 +185,6 @@ def norm_ours(result: dict) -> dict:
         return {"outcome": "error", "message": result["error"]}
     answer = result["answer"]
     pod = answer["pod"]
-    volumes, mounts = [], pod.get("volume_mounts")
-    derived = []
-    for v in pod.get("volumes") or []:
-        volumes.append({k: x for k, x in v.items() if k not in ("mountPath", "subPath", "readOnly")})
-        if v.get("mountPath"):  # what hub/ mounts today (no volume_mounts in the answer)
-            derived.append({"name": v["name"], "mountPath": v["mountPath"],
-                            **{k: v[k] for k in ("subPath", "readOnly") if k in v}})
     return {
         "outcome": "ok",
         "env": [(k, ours_env_spec(v)) for k, v in answer["environment"].items()],
@@ -155,8 +193,8 @@ def norm_ours(result: dict) -> dict:
             "tolerations": pod.get("tolerations") or [],
             "affinity": {k: v for k, v in (pod.get("affinity") or {}).items() if v},
             "labels": pod.get("labels") or {},
-            "volumes": volumes,
-            "volume_mounts": mounts if mounts is not None else derived,
+            "volumes": pod.get("volumes") or [],
+            "volume_mounts": pod.get("volume_mounts") or [],
         },
         "objects": [tidy_object(o) for o in answer["objects"]],
         "owner": answer.get("owner"),
@@ -279,7 +317,8 @@ def canonical(value):
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def check(scenarios, jsp_results, ours_results, table, show: bool, draft: bool) -> int:
+def check(scenarios, jsp_results, ours_results, table, show: bool, draft: bool,
+          validate: tuple[int, int] = (0, 0)) -> int:
     rows = table.get("deviations") or []
     for i, row in enumerate(rows):
         missing = [k for k in ("case", "field", "jsp", "ours", "status", "why") if k not in row]
@@ -334,8 +373,10 @@ def check(scenarios, jsp_results, ours_results, table, show: bool, draft: bool) 
         print("\n# draft rows for the unlisted differences:")
         print(yaml.safe_dump([{**d, "status": "bug", "why": "TODO"} for d in new], sort_keys=False,
                              allow_unicode=True, width=1000))
-    print(f"\n{len(scenarios)} scenarios; differences listed: {counts['bug']} bug, "
-          f"{counts['intended']} intended; {len(new)} new")
+    passed += validate[0]
+    failed += validate[1]
+    print(f"\n{len(scenarios)} scenarios, {sum(validate)} validate verdicts; differences listed: "
+          f"{counts['bug']} bug, {counts['intended']} intended; {len(new)} new")
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
@@ -357,13 +398,22 @@ def main() -> int:
         return 1
     table = yaml.safe_load(Path(args.table).read_text()) or {}
     jsp_results = run_jsp(scenarios, args.jsp_python)
-    with tempfile.TemporaryDirectory(prefix="jsp-empty-") as empty:
-        ours_results = {s["key"]: run_ours(s, args.binary, empty) for s in scenarios}
+    with tempfile.TemporaryDirectory(prefix="jsp-ours-") as top:
+        ours_results = {s["key"]: run_ours(s, args.binary, Path(top, f"s{i}"),
+                                           jsp_results[s["key"]].get("user_configmaps") or [])
+                        for i, s in enumerate(scenarios)}
+    # `validate` on every case whose scenarios all ran.
+    cases = load_cases()
+    every = load_scenarios(None)
+    complete = [c for c in cases if {s["key"] for s in every if s["key"].startswith(c + "/")}
+                <= {s["key"] for s in scenarios}]
+    verdicts = {c: run_validate(args.binary, cases[c]["dir"]) for c in complete}
+    validate = check_validate(scenarios, ours_results, cases, verdicts)
     if args.dump:
         Path(args.dump).write_text(json.dumps(
             {s["key"]: {"jsp": jsp_results[s["key"]], "ours": ours_results[s["key"]]} for s in scenarios},
             indent=1, default=str))
-    return check(scenarios, jsp_results, ours_results, table, args.show, args.draft)
+    return check(scenarios, jsp_results, ours_results, table, args.show, args.draft, validate)
 
 
 if __name__ == "__main__":

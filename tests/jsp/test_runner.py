@@ -111,3 +111,25 @@ class Table(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ValidateVerdicts(unittest.TestCase):
+    SCENARIOS = [{"key": "c/ok"}, {"key": "c/broken"}, {"key": "d/ok"}]
+    OURS = {"c/ok": {"error": None}, "c/broken": {"error": "error: x"}, "d/ok": {"error": None}}
+
+    def verdicts(self, c_passes: bool, d_passes: bool, declared=None):
+        cases = {"c": {"validate": declared}, "d": {"validate": None}}
+        verdicts = {"c": {"passed": c_passes, "output": ""}, "d": {"passed": d_passes, "output": ""}}
+        with contextlib.redirect_stdout(io.StringIO()):
+            return runner.check_validate(self.SCENARIOS, self.OURS, cases, verdicts)
+
+    def test_validate_must_fail_where_a_spawn_fails_and_pass_elsewhere(self):
+        self.assertEqual(self.verdicts(c_passes=False, d_passes=True), (2, 0))
+        self.assertEqual(self.verdicts(c_passes=True, d_passes=True), (1, 1))
+        self.assertEqual(self.verdicts(c_passes=False, d_passes=False), (1, 1))
+
+    def test_a_declared_verdict_wins(self):
+        declared = {"expect": "pass", "why": "the user's choice"}
+        self.assertEqual(self.verdicts(c_passes=True, d_passes=True, declared=declared), (2, 0))
+        self.assertEqual(self.verdicts(c_passes=False, d_passes=True, declared=declared), (1, 1))
+

@@ -230,7 +230,7 @@ async fn spawning_twice_changes_nothing_and_stop_removes_everything() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
         let service = Service::start(&client, &ns).await;
-        let request = json!({"user": "alice", "server": "gpu", "size": "small"});
+        let request = json!({"user": "alice", "server": "gpu", "size": "Small"});
 
         let (status, first) = service.spawn(request.clone()).await;
         assert_eq!(status, StatusCode::OK, "{first:#}");
@@ -373,6 +373,129 @@ async fn odh_jsp_configmaps_work_unchanged() {
             service.spawn(json!({"user": "bob", "image": "s2i-minimal-notebook:3.6"})).await;
         assert_eq!(status, StatusCode::OK, "{other:#}");
         assert_eq!(other["objects"], json!([]));
+    })
+    .await;
+}
+
+/// The host a Route gets from the API server here (the CRD's default): OpenShift's router
+/// assigns one the same way, after the template left it out.
+const ASSIGNED_ROUTE_HOST: &str = "ray-dashboard.apps.plane.example";
+
+/// The CRDs the 2021 ODH Ray demo renders against: the old Ray operator's `cluster.ray.io/v1`
+/// RayCluster and OpenShift's Route (the plane runs KubeRay's `ray.io/v1` and no router). Both
+/// keep any field; the Route's `spec.host` defaults as the router's assignment would.
+async fn install_odh_2021_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (group, kind, plural, host_default) in [
+        ("cluster.ray.io", "RayCluster", "rayclusters", false),
+        ("route.openshift.io", "Route", "routes", true),
+    ] {
+        let mut spec = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        if host_default {
+            spec["properties"] = json!({"host": {"type": "string", "default": ASSIGNED_ROUTE_HOST}});
+        }
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {"group": group, "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {"spec": spec}}}}]},
+        });
+        let name = format!("{plural}.{group}");
+        crds.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&crd)).await.unwrap();
+        wait_for(Duration::from_secs(30), "the CRD to be established", || async {
+            let crd = crds.get(&name).await.ok()?;
+            let established =
+                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
+}
+
+/// The real 2021 ODH Ray profile (erikerlandson/ray-odh-demo, in the JSP corpus): templates
+/// with quoted placeholders, `return` with a bracket path, the Route listed last. The spawn
+/// applies both objects and gives the environment JSP gave (the differential test's oracle
+/// output for `real-ray-odh-demo/ray-demo`), with the Route host the API server assigned.
+#[tokio::test]
+async fn an_odh_2021_ray_profile_gives_jsps_environment_and_spawns() {
+    with_temp_ns(|client, ns| async move {
+        install_odh_2021_crds(&client).await;
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jsp/corpus/real-ray-odh-demo/configmaps");
+        apply_configmaps(&client, &ns, &catalog::load_paths(&[corpus]).unwrap()).await;
+        let service = Service::start(&client, &ns).await;
+
+        // The user's own settings, as JSP's spawn page saves them, reach the spawn through the
+        // ConfigMap watch.
+        apply_yaml(&client, &ns, "kind: ConfigMap\nmetadata: {name: jupyterhub-singleuser-profile-eje-40redhat-2ecom}\ndata:\n  profile: |\n    gpu: '0'\n    last_selected_image: ray-ml-notebook:demo\n    last_selected_size: ''\n---\nkind: ConfigMap\nmetadata: {name: jupyterhub-singleuser-profile-eje-40redhat-2ecom-envs}\ndata: {MY_BUCKET: b}\n").await;
+        let request = json!({"user": "eje@redhat.com", "namespace": ns});
+        let answer = wait_for(Duration::from_secs(30), "the user's settings in a spawn", || async {
+            let (status, answer) = service.spawn(request.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{answer:#}");
+            answer["environment"].get("MY_BUCKET").is_some().then_some(answer)
+        })
+        .await;
+
+        // JSP's environment, in JSP's order (the JSON answer keeps it): the return values
+        // first (the Route, listed last, decides both), the profile env, the user's env,
+        // MEM_LIMIT, JUPYTERHUB_USER_NAME.
+        let request_body = Request::post("/api/v1/spawn")
+            .header("authorization", format!("Bearer {HUB_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(request.to_string()))
+            .unwrap();
+        let response = service.app.router.clone().oneshot(request_body).await.unwrap();
+        let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        let jsp_order = ["RAY_CLUSTER", "RAY_DASH_HOST", "S3_ENDPOINT_URL", "RAY_CLIENT_MODE", "RAY_DASH_URL",
+            "MY_BUCKET", "MEM_LIMIT", "JUPYTERHUB_USER_NAME"];
+        let at = jsp_order.map(|n| text.find(&format!("\"{n}\":")).unwrap_or_else(|| panic!("{n} in {text}")));
+        assert!(at.is_sorted(), "JSP's order {jsp_order:?}, positions {at:?} in {text}");
+        assert_eq!(env(&answer, "RAY_CLUSTER"), "ray-cluster-eje-40redhat-2ecom-ray-head");
+        assert_eq!(env(&answer, "RAY_DASH_HOST"), ASSIGNED_ROUTE_HOST, "read from the applied Route");
+        assert_eq!(env(&answer, "RAY_CLIENT_MODE"), "1");
+        assert_eq!(env(&answer, "RAY_DASH_URL"), "http://$(RAY_DASH_HOST)");
+        assert_eq!(env(&answer, "MEM_LIMIT"), "2147483648");
+        assert_eq!(env(&answer, "JUPYTERHUB_USER_NAME"), "eje@redhat.com");
+        assert_eq!(
+            answer["environment"]["MY_BUCKET"]["valueFrom"]["configMapKeyRef"]["name"],
+            json!("jupyterhub-singleuser-profile-eje-40redhat-2ecom-envs")
+        );
+        assert_eq!(answer["pod"]["labels"]["jupyterhub.opendatahub.io/user"], json!("eje-40redhat-2ecom"));
+
+        // Both objects were applied, named and typed as JSP rendered them.
+        let kinds = [("cluster.ray.io", "RayCluster", "rayclusters"), ("route.openshift.io", "Route", "routes")];
+        let mut stored = Vec::new();
+        for (group, kind, plural) in kinds {
+            let resource = kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(group, "v1", kind),
+                plural,
+            );
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+            let object = api.list(&ListParams::default().labels(MANAGED)).await.unwrap().items;
+            assert_eq!(object.len(), 1, "{kind}: {object:?}");
+            stored.push(serde_json::to_value(&object[0]).unwrap());
+        }
+        assert_eq!(stored[0]["metadata"]["name"], json!("ray-cluster-eje-40redhat-2ecom"));
+        assert_eq!(
+            stored[0]["metadata"]["labels"]["odh-ray-cluster-service"],
+            json!("ray-cluster-eje-40redhat-2ecom-ray-head")
+        );
+        let head = &stored[0]["spec"]["podTypes"][0]["podConfig"]["spec"]["containers"][0];
+        // Quoted placeholders stay strings, as in JSP.
+        assert_eq!(head["resources"]["requests"], json!({"cpu": "1", "memory": "1024Mi"}));
+        assert_eq!(head["image"], json!("quay.io/erikerlandson/ray-ml-ubi:py-3.8-ray-1.4.0"));
+        assert_eq!(stored[1]["metadata"]["name"], json!("ray-dashboard-eje-40redhat-2ecom"));
+        assert_eq!(stored[1]["spec"]["host"], json!(ASSIGNED_ROUTE_HOST));
+        assert_eq!(stored[1]["metadata"]["ownerReferences"][0]["kind"], json!("ConfigMap"));
+
+        // Stop: the owner ConfigMap goes and garbage collection takes both objects.
+        let (status, _) = service
+            .call("POST", "/api/v1/stop", Some(json!({"user": "eje@redhat.com", "namespace": ns})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
     })
     .await;
 }

@@ -555,21 +555,19 @@ def _apply_pod(spawner: Any, pod: Mapping[str, Any], kube: bool, log: Any) -> No
             **spawner.extra_resource_guarantees, "nvidia.com/gpu": str(gpu)
         }
 
-    volumes, mounts = [], []
-    for volume in pod.get("volumes") or []:
-        if not isinstance(volume, Mapping) or "name" not in volume:
-            log.warning("singleuser-profiles: skipped a volume without a name: %r", volume)
-            continue
-        spec = {k: v for k, v in volume.items() if k not in ("mountPath", "subPath", "readOnly")}
-        volumes.append(spec)
-        if volume.get("mountPath"):
-            mount = {"name": volume["name"], "mountPath": volume["mountPath"]}
-            for key in ("subPath", "readOnly"):
-                if key in volume:
-                    mount[key] = volume[key]
-            mounts.append(mount)
+    # The service gives the pod volumes and the notebook's mounts as JSP made them.
+    volumes = [v for v in pod.get("volumes") or [] if isinstance(v, Mapping) and "name" in v]
+    mounts = [m for m in pod.get("volume_mounts") or [] if isinstance(m, Mapping) and "name" in m]
     _extend(spawner, "volumes", volumes)
     _extend(spawner, "volume_mounts", mounts)
+
+    # The user's secret env (JSP's `-envs` Secret), by reference.
+    env_from = [e for e in pod.get("env_from") or [] if isinstance(e, Mapping)]
+    if env_from and _has(spawner, "extra_container_config"):
+        config = dict(spawner.extra_container_config or {})
+        known = list(config.get("envFrom") or [])
+        config["envFrom"] = known + [e for e in env_from if e not in known]
+        spawner.extra_container_config = config
 
 
 def _extend(spawner: Any, trait: str, items: list[Any]) -> None:

@@ -37,7 +37,7 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::serve::init_tracing(cli.log_format);
+    crate::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => crate::serve::run(args),
         Command::Render(args) => render(args),
@@ -53,9 +53,12 @@ pub fn main() -> ExitCode {
 }
 
 fn render(args: RenderArgs) -> Result<ExitCode, String> {
-    let (catalog, users) = args.folders.load(&args.selector.selector()?)?;
+    let (catalog, users) = args.folders.load(&args.selector.selector()?, &args.rules.rules()?)?;
     for problem in catalog.problems() {
         eprintln!("warning: {problem}");
+    }
+    if let Some(reason) = catalog.unusable() {
+        return Err(format!("{reason}; nothing to render"));
     }
     let request = SpawnRequest {
         user: args.user,
@@ -108,6 +111,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
     let (users, rest) = UserIndex::split(&selector, &cms);
     let catalog = Catalog::build(&selector, rest, None);
     let mut problems: Vec<String> = catalog.problems().iter().map(ToString::to_string).collect();
+    problems.extend(catalog.unusable().map(str::to_owned));
     problems.extend(users.problems());
     problems.extend(plan::lint(&catalog));
     if problems.is_empty() {

@@ -51,6 +51,32 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner a request names, checked as every endpoint checks it: a user is required, and
+    /// the namespace (the default one when absent or empty) must be a valid namespace name.
+    pub fn checked(
+        user: &str,
+        server: &str,
+        namespace: Option<&str>,
+        default_namespace: &str,
+    ) -> Result<Owner, PlanError> {
+        if user.trim().is_empty() {
+            return Err(PlanError::InvalidRequest {
+                field: "user",
+                message: "the JupyterHub user name is required".into(),
+            });
+        }
+        let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or(default_namespace);
+        if !naming::is_dns1123_label(namespace) {
+            return Err(PlanError::InvalidRequest {
+                field: "namespace",
+                message: format!(
+                    "{namespace:?} is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
+                ),
+            });
+        }
+        Ok(Owner { user: user.to_owned(), server: server.to_owned(), namespace: namespace.to_owned() })
+    }
+
     pub fn configmap_name(&self) -> String {
         naming::owner_configmap_name(&self.user, &self.server)
     }
@@ -279,23 +305,8 @@ pub fn plan_with(
     request: &SpawnRequest,
     default_namespace: &str,
 ) -> Result<Plan, PlanError> {
-    if request.user.trim().is_empty() {
-        return Err(PlanError::InvalidRequest {
-            field: "user",
-            message: "the JupyterHub user name is required".into(),
-        });
-    }
-    let namespace =
-        request.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_owned());
-    if !naming::is_dns1123_label(&namespace) {
-        return Err(PlanError::InvalidRequest {
-            field: "namespace",
-            message: format!(
-                "`{namespace}` is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
-            ),
-        });
-    }
-    let owner = Owner { user: request.user.clone(), server: request.server.clone(), namespace };
+    let owner =
+        Owner::checked(&request.user, &request.server, request.namespace.as_deref(), default_namespace)?;
     let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
     let settings = settings.filter(|s| !s.is_empty());
     let presets = match settings.and_then(|s| s.presets.clone()).transpose() {
@@ -367,6 +378,7 @@ pub fn plan_with(
             let mut object = template.render(&context)?;
             template::apply_name_rule(&mut object, &escaped_user, &cluster_name);
             finish_object(&mut object, &owner.namespace, &labels, &service.labels);
+            template.check_rendered(&object, &catalog.rules().caps, &catalog.rules().policy)?;
             objects.push(object);
         }
         for (name, text) in &service.env {

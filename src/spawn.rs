@@ -66,6 +66,9 @@ impl Answer {
 pub enum SpawnError {
     #[error("profiles are not loaded yet")]
     NotLoaded,
+    /// Loaded, but no profile can give anyone a Ray cluster (see `Catalog::unusable`).
+    #[error("{0}")]
+    NoProfiles(String),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -121,11 +124,15 @@ impl Backend {
     }
 }
 
-/// The newest catalog and users' settings, once the first full ConfigMap list is in.
+/// The newest catalog and users' settings, once the first full ConfigMap list is in and some
+/// profile can give a Ray cluster.
 pub fn config(snapshot: &watch::Receiver<Snapshot>) -> Result<(Arc<Catalog>, Arc<UserIndex>), SpawnError> {
     let snapshot = snapshot.borrow();
-    match snapshot.loaded {
-        true => Ok((snapshot.catalog.clone(), snapshot.users.clone())),
-        false => Err(SpawnError::NotLoaded),
+    if !snapshot.loaded {
+        return Err(SpawnError::NotLoaded);
     }
+    if let Some(reason) = snapshot.catalog.unusable() {
+        return Err(SpawnError::NoProfiles(reason.to_owned()));
+    }
+    Ok((snapshot.catalog.clone(), snapshot.users.clone()))
 }

@@ -89,7 +89,7 @@ pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, P
 /// difference reached the notebook, so they take JSP's reading of their plain scalars.
 fn yaml11_env_values(doc: &mut ProfileDoc, text: &str) {
     use crate::yaml::{Node, Style};
-    let Ok(mut documents) = crate::yaml::nodes(text) else { return };
+    let Ok(mut documents) = crate::yaml::nodes(text, crate::yaml::MAX_DEPTH) else { return };
     let Some(Node::Map(root)) = documents.pop() else { return };
     let get = |entries: &[(Node, Node)], key: &str| {
         entries.iter().find(|(k, _)| matches!(k, Node::Scalar(s) if s.text == key)).map(|(_, v)| v.clone())

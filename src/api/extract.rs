@@ -1,7 +1,6 @@
 //! Extractors whose refusals are [`ApiError`]s, so every 4xx is JSON in the one error shape.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -48,43 +47,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
     }
 }
 
-/// Path parameters; one that is not valid percent-encoded UTF-8 (`%ff`) or is empty
-/// (`/api/v1/users//clusters`) is refused with a JSON 400.
+/// Path parameters; one that is not valid percent-encoded UTF-8 (`%ff`) is refused with a
+/// JSON 400. (An empty name, `/api/v1/users//clusters`, is refused by `Owner::checked`.)
 pub struct PathParams<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for PathParams<T>
 where
-    T: DeserializeOwned + Send + NonEmpty,
+    T: DeserializeOwned + Send,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection: PathRejection| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_path",
-                    format!("{}; percent-encode the path's names as UTF-8", rejection.body_text()),
-                )
-            })?;
-        if let Some(name) = value.empty_part() {
-            return Err(ApiError::new(
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParams(value)),
+            Err(rejection) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
-                format!("the {name} in the path is empty; put the JupyterHub {name} name there"),
-            )
-            .field(name));
+                format!("{}; percent-encode the path's names as UTF-8", rejection.body_text()),
+            )),
         }
-        Ok(PathParams(value))
     }
-}
-
-/// Path parameters with names that must not be empty.
-pub trait NonEmpty {
-    /// The first empty one.
-    fn empty_part(&self) -> Option<&'static str>;
 }
 
 /// `/api/v1/users/{user}/...`
@@ -93,21 +76,9 @@ pub struct UserPath {
     pub user: String,
 }
 
-impl NonEmpty for UserPath {
-    fn empty_part(&self) -> Option<&'static str> {
-        self.user.is_empty().then_some("user")
-    }
-}
-
 /// `/api/v1/users/{user}/servers/{server}`
 #[derive(Debug, Deserialize)]
 pub struct ServerPath {
     pub user: String,
     pub server: String,
-}
-
-impl NonEmpty for ServerPath {
-    fn empty_part(&self) -> Option<&'static str> {
-        if self.user.is_empty() { Some("user") } else { self.server.is_empty().then_some("server") }
-    }
 }

@@ -706,6 +706,37 @@ profiles:
         assert!(matches!(err, PlanError::ServiceWithoutResources { ref service } if service == "s"), "{err}");
     }
 
+    /// A value only a spawn supplies (a user's option) can break a label: the policy checks
+    /// every rendered object, not only the load-time probe.
+    #[test]
+    fn every_rendered_object_is_held_to_the_policy() {
+        let profiles = "profiles:\n- slug: p\n  services:\n    s:\n      options: {team: {type: string, default: ml}}\n      resources: [{name: tpl, path: cm.yaml}]\n";
+        let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{cluster_name}}'\n  labels: {team: '{{options.team}}'}\n";
+        let sources = [
+            ConfigMapSource {
+                name: "jupyter-singleuser-profiles".into(),
+                labels: Default::default(),
+                data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
+            },
+            ConfigMapSource {
+                name: "tpl".into(),
+                labels: Default::default(),
+                data: [("cm.yaml".to_owned(), template.to_owned())].into(),
+            },
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        assert!(catalog.problems().is_empty(), "{:?}", catalog.problems());
+        assert!(plan(&catalog, &request("eve"), "ns").is_ok());
+        let odd =
+            SpawnRequest { options: [("team".to_owned(), json!("not a label!"))].into(), ..request("eve") };
+        let err = plan(&catalog, &odd, "ns").unwrap_err();
+        assert!(matches!(&err, PlanError::Template(e) if e.code() == "template_policy"), "{err}");
+        assert!(
+            err.to_string().contains("ConfigMap tpl key cm.yaml") && err.to_string().contains("label team"),
+            "{err}"
+        );
+    }
+
     fn settings(presets: &str, envs: &[(&str, &str)]) -> UserSettings {
         UserSettings {
             presets: Some(crate::profile::parse_presets(presets)),

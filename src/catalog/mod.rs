@@ -665,4 +665,100 @@ mod tests {
         assert!(problems[2].message.contains("options.wrokers"), "{}", problems[2].message);
         assert!(catalog.template("tpl", "a.yaml").is_some(), "the template stays loaded; renders say why");
     }
+
+    fn one_template(template: &str, configuration: &str) -> [ConfigMapSource; 2] {
+        let profiles_text = format!(
+            "profiles:\n- name: p\n  services:\n    svc:\n      configuration: {configuration}\n      resources:\n      - {{name: tpl, path: a.yaml}}\n"
+        );
+        [
+            cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles_text)]),
+            cm("tpl", &[], &[("a.yaml", template)]),
+        ]
+    }
+
+    /// Finding 6 of issue 14: a Secret, a ClusterRoleBinding, a Namespace and a privileged
+    /// hostPath pod all loaded and rendered; invalid names passed.
+    #[test]
+    fn templates_the_policy_refuses_do_not_load_and_say_why() {
+        let cases = [
+            ("apiVersion: v1\nkind: Secret\nmetadata: {name: '{{cluster_name}}'}\n", "Secret"),
+            (
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: '{{cluster_name}}'}\nroleRef: {kind: ClusterRole, name: cluster-admin}\n",
+                "never created",
+            ),
+            ("apiVersion: v1\nkind: Namespace\nmetadata: {name: '{{cluster_name}}'}\n", "Namespace"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: '{{cluster_name}}'}\n", "--template-kinds"),
+            (
+                "apiVersion: ray.io/v1\nkind: RayCluster\nmetadata: {name: '{{cluster_name}}'}\nspec:\n  headGroupSpec:\n    template:\n      spec:\n        hostNetwork: true\n        volumes: [{name: r, hostPath: {path: /}}]\n        containers: [{name: c, securityContext: {privileged: true}}]\n",
+                "hostPath",
+            ),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: '{{username}}-svc'}\n", "metadata.name"),
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{cluster_name}}'\n  labels: {owner: '{{username}}'}\n",
+                "label owner value",
+            ),
+        ];
+        for (template, expected) in cases {
+            let catalog = Catalog::build(&selector(), &one_template(template, "{}"), None);
+            assert!(catalog.template("tpl", "a.yaml").is_none(), "{template}");
+            let error = catalog.template_error("tpl", "a.yaml").unwrap_or_else(|| panic!("{template}"));
+            assert_eq!(error.code(), "template_policy", "{error}");
+            let problem = &catalog.problems()[0];
+            assert_eq!((problem.configmap.as_str(), problem.key.as_deref()), ("tpl", Some("a.yaml")));
+            assert!(problem.message.contains(expected), "{expected}: {}", problem.message);
+            assert!(catalog.unusable().is_some(), "no profile can render: {template}");
+        }
+        let allowed = Rules { policy: Policy::new(&["Pod"]).unwrap(), ..Rules::default() };
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: '{{cluster_name}}'}\n";
+        let catalog = Catalog::build_with(&selector(), &allowed, &one_template(pod, "{}"), None);
+        assert!(catalog.template("tpl", "a.yaml").is_some(), "{:?}", catalog.problems());
+    }
+
+    #[test]
+    fn over_a_cap_is_refused_at_once_naming_the_cap() {
+        let caps = Caps { placeholders: 3, template_bytes: 400, configmap_bytes: 2000, ..Caps::default() };
+        let rules = Rules { caps, ..Rules::default() };
+        let many = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata: {{a: '{}'}}\n",
+            "{{user}}".repeat(3)
+        );
+        let large = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata: {{a: '{}'}}\n",
+            "x".repeat(400)
+        );
+        let huge = "x".repeat(3000);
+        for (template, cap) in [
+            (many.as_str(), "--max-placeholders"),
+            (large.as_str(), "--max-template-bytes"),
+            (huge.as_str(), "--max-configmap-bytes"),
+        ] {
+            let catalog = Catalog::build_with(&selector(), &rules, &one_template(template, "{}"), None);
+            assert!(
+                catalog.problems().iter().any(|p| p.message.contains(cap)),
+                "{cap}: {:#?}",
+                catalog.problems()
+            );
+            assert!(catalog.template("tpl", "a.yaml").is_none(), "{cap}");
+        }
+        let rendered = Rules { caps: Caps { rendered_bytes: 300, ..Caps::default() }, ..Rules::default() };
+        let list =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: '{{cluster_name}}'}\ndata: {a: '{{big}}'}\n";
+        let configuration = format!("{{big: '{}'}}", "y".repeat(400));
+        let catalog = Catalog::build_with(&selector(), &rendered, &one_template(list, &configuration), None);
+        assert!(catalog.problems()[0].message.contains("--max-rendered-bytes"), "{:#?}", catalog.problems());
+    }
+
+    /// Finding 5 of issue 14: a 214 KB template with 20,000 placeholders took minutes to load
+    /// (each placeholder's line was counted from the start). It loads; its speed is a benchmark.
+    #[test]
+    fn a_template_with_20000_placeholders_loads() {
+        let words = "{{ user }} ".repeat(19_999);
+        let template = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata:\n  a: '{words}'\n"
+        );
+        assert_eq!((template.len() / 1000, template.matches("{{").count()), (220, 20_000));
+        let catalog = Catalog::build(&selector(), &one_template(&template, "{}"), None);
+        assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
+        assert!(catalog.template("tpl", "a.yaml").is_some());
+    }
 }

@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, ProfileSelector, Rules, UserIndex};
 use crate::cluster::{Clusters, DEFAULT_SPAWN_CONCURRENCY};
 use crate::lifecycle::{self, Quota, Reaping};
 use crate::metrics::Metrics;
-use crate::spawn::{Backend, ClusterBackend};
+use crate::spawn::{Backend, ClusterBackend, Planner};
 
 /// The built service: its router, its state, and its background tasks (stopped when dropped).
 pub struct App {
@@ -136,6 +136,7 @@ impl AppBuilder {
         let state = Arc::new(AppState {
             snapshot,
             backend,
+            planner: Planner::default(),
             namespace,
             auth,
             metrics,

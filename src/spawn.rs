@@ -77,6 +77,55 @@ pub enum SpawnError {
     Cluster(#[from] ClusterError),
 }
 
+/// Plans (resolves and renders) off the async runtime's threads, a few at a time: a large
+/// template or configuration costs CPU that would otherwise stall every request sharing the
+/// thread, `/healthz` included. Waiting for a slot costs no thread.
+#[derive(Debug)]
+pub struct Planner {
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for Planner {
+    /// One slot per CPU: planning is CPU-bound.
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+    }
+}
+
+impl Planner {
+    pub fn new(slots: usize) -> Self {
+        Self { slots: tokio::sync::Semaphore::new(slots.max(1)) }
+    }
+
+    pub async fn plan(
+        &self,
+        catalog: Arc<Catalog>,
+        users: Arc<UserIndex>,
+        request: &SpawnRequest,
+        namespace: &str,
+    ) -> Result<Plan, PlanError> {
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let (request, namespace) = (request.clone(), namespace.to_owned());
+        let planned = tokio::task::spawn_blocking(move || {
+            plan::plan_with(&catalog, users.get(&request.user), &request, &namespace)
+        })
+        .await;
+        planned.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+
+    /// [`render`] off the runtime's threads.
+    pub async fn render(
+        &self,
+        snapshot: &watch::Receiver<Snapshot>,
+        request: &SpawnRequest,
+        namespace: &str,
+    ) -> Result<Answer, SpawnError> {
+        let (catalog, users) = config(snapshot)?;
+        let plan = self.plan(catalog, users, request, namespace).await?;
+        Ok(Answer::new(&plan, plan.objects.clone(), true))
+    }
+}
+
 /// What would be applied, without writing anything; `settings` are the user's own.
 pub fn render(
     catalog: &Catalog,
@@ -93,15 +142,13 @@ impl Backend {
     /// waiting profiles, waits for the Ray head. `namespace` is the service's own.
     pub async fn spawn(
         &self,
+        planner: &Planner,
         snapshot: &watch::Receiver<Snapshot>,
         request: &SpawnRequest,
         namespace: &str,
     ) -> Result<Answer, SpawnError> {
         let ClusterBackend { clusters, owners, quota } = match self {
-            Backend::DryRun => {
-                let (catalog, users) = config(snapshot)?;
-                return Ok(render(&catalog, users.get(&request.user), request, namespace)?);
-            }
+            Backend::DryRun => return planner.render(snapshot, request, namespace).await,
             Backend::Cluster(cluster) => cluster,
         };
         // Planning and writing take a slot; waiting for the Ray head does not.
@@ -110,7 +157,7 @@ impl Backend {
         // state machine of planning, applying and waiting (~14 KB per queued spawn).
         Box::pin(async {
             let (catalog, users) = config(snapshot)?;
-            let mut plan = plan::plan_with(&catalog, users.get(&request.user), request, namespace)?;
+            let mut plan = planner.plan(catalog, users, request, namespace).await?;
             // Quotas count the watched namespace, where notebooks normally run.
             if plan.owner.namespace == namespace {
                 quota.check(owners, &request.user, &plan.owner.configmap_name())?;

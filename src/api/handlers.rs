@@ -53,8 +53,11 @@ pub async fn spawn(
 ) -> Result<Response, ApiError> {
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result =
-        state.backend.spawn(&state.snapshot, &request, &state.namespace).await.map_err(ApiError::from);
+    let result = state
+        .backend
+        .spawn(&state.planner, &state.snapshot, &request, &state.namespace)
+        .await
+        .map_err(ApiError::from);
     state.metrics.spawn_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     let answer = result?;
     tracing::info!(
@@ -76,9 +79,8 @@ pub async fn render(
 ) -> Result<Response, ApiError> {
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result = spawn::config(&state.snapshot).map_err(ApiError::from).and_then(|(catalog, users)| {
-        Ok(spawn::render(&catalog, users.get(&request.user), &request, &state.namespace)?)
-    });
+    let result =
+        state.planner.render(&state.snapshot, &request, &state.namespace).await.map_err(ApiError::from);
     state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     Ok(respond(&headers, StatusCode::OK, &result?))
 }

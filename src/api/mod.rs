@@ -26,7 +26,7 @@ pub use error::{ApiError, ErrorBody};
 
 use crate::catalog::watch::Snapshot;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::spawn::Backend;
+use crate::spawn::{Backend, Planner};
 
 /// The service's OpenAPI document.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -37,6 +37,8 @@ pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 pub struct AppState {
     pub snapshot: watch::Receiver<Snapshot>,
     pub backend: Backend,
+    /// Where spawns and renders plan, off the runtime's threads.
+    pub planner: Planner,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).

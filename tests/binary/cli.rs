@@ -161,3 +161,41 @@ async fn a_template_variable_no_service_defines_shows_in_status_and_the_metric()
     let metrics = client::call(service.addr, "GET", "/metrics", None, None).await.unwrap().text();
     assert!(metrics.contains("singleuser_profiles_config_problems 1"), "{metrics}");
 }
+
+/// Issue 14 items 5-7: `validate /dev/zero` read until out of memory; two same-named
+/// ConfigMaps silently let the last win; problems did not name their file; a Secret template
+/// and a misspelt profile key passed.
+#[test]
+fn validate_is_bounded_and_names_files_duplicates_policy_and_unknown_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let output = isolated(home.path()).args(["validate", "/dev/zero"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/dev/zero is larger than") && stderr.contains("--max-configmap-bytes"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: x\n      sevrices: {}\n      services:\n        s:\n          resources: [{name: tpl, path: t.yaml}]\n";
+    std::fs::write(dir.path().join("a-profiles.yaml"), profiles).unwrap();
+    std::fs::write(dir.path().join("b-again.yaml"), profiles).unwrap();
+    std::fs::write(
+        dir.path().join("templates.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tpl}\ndata:\n  t.yaml: |\n    apiVersion: v1\n    kind: Secret\n    metadata:\n      name: '{{ cluster_name }}'\n",
+    )
+    .unwrap();
+    let output = isolated(home.path()).arg("validate").arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let a = dir.path().join("a-profiles.yaml").display().to_string();
+    let b = dir.path().join("b-again.yaml").display().to_string();
+    assert!(stdout.contains(&format!("defined twice, in {a} and in {b}")), "{stdout}");
+    let templates = dir.path().join("templates.yaml").display().to_string();
+    assert!(
+        stdout.contains(&format!("error: {templates}: template ConfigMap tpl key t.yaml"))
+            && stdout.contains("refuses Secret"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warning: ") && stdout.contains("did you mean `services`"), "{stdout}");
+}

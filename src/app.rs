@@ -10,11 +10,11 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, Authenticator, Limits};
 use crate::catalog::watch::{self as config_watch, Snapshot};
-use crate::catalog::{Catalog, ProfileSelector, UserIndex};
+use crate::catalog::{Catalog, ProfileSelector, Rules, UserIndex};
 use crate::cluster::{Clusters, DEFAULT_SPAWN_CONCURRENCY};
 use crate::lifecycle::{self, Quota, Reaping};
 use crate::metrics::Metrics;
-use crate::spawn::{Backend, ClusterBackend};
+use crate::spawn::{Backend, ClusterBackend, Planner};
 
 /// The built service: its router, its state, and its background tasks (stopped when dropped).
 pub struct App {
@@ -33,6 +33,8 @@ impl Drop for App {
 pub struct ClusterSetup {
     pub client: Client,
     pub selector: ProfileSelector,
+    /// Caps and template policy for the ConfigMaps watched.
+    pub rules: Rules,
     pub reaping: Reaping,
     pub quota: Quota,
     pub spawn_concurrency: usize,
@@ -44,6 +46,7 @@ impl ClusterSetup {
         Self {
             client,
             selector: ProfileSelector::default(),
+            rules: Rules::default(),
             reaping: Reaping {
                 grace: std::time::Duration::ZERO,
                 interval: std::time::Duration::from_secs(30),
@@ -56,7 +59,8 @@ impl ClusterSetup {
 
 enum Source {
     Snapshot(watch::Receiver<Snapshot>),
-    Cluster(ClusterSetup),
+    /// Boxed: the setup is large and built once.
+    Cluster(Box<ClusterSetup>),
 }
 
 /// Builds an [`App`]; see [`App::dry_run`], [`App::cluster`] and [`App::from_snapshot`].
@@ -76,7 +80,7 @@ impl App {
 
     /// Watches `namespace`'s ConfigMaps and applies for real.
     pub fn cluster(setup: ClusterSetup, namespace: &str) -> AppBuilder {
-        AppBuilder::new(Source::Cluster(setup), namespace)
+        AppBuilder::new(Source::Cluster(Box::new(setup)), namespace)
     }
 
     /// Serves whatever `snapshot` holds, writing nothing (tests drive the snapshot).
@@ -119,9 +123,9 @@ impl AppBuilder {
         let (snapshot, backend, tasks) = match source {
             Source::Snapshot(snapshot) => (snapshot, Backend::DryRun, Vec::new()),
             Source::Cluster(setup) => {
-                let ClusterSetup { client, selector, reaping, quota, spawn_concurrency } = setup;
+                let ClusterSetup { client, selector, rules, reaping, quota, spawn_concurrency } = *setup;
                 let (snapshot, watch) =
-                    config_watch::start(client.clone(), &namespace, selector, metrics.clone());
+                    config_watch::start(client.clone(), &namespace, selector, rules, metrics.clone());
                 let (owners, lifecycle) =
                     lifecycle::start(client.clone(), &namespace, reaping, metrics.clone());
                 let clusters = Clusters::with_spawn_concurrency(client, spawn_concurrency);
@@ -132,6 +136,7 @@ impl AppBuilder {
         let state = Arc::new(AppState {
             snapshot,
             backend,
+            planner: Planner::default(),
             namespace,
             auth,
             metrics,

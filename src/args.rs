@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::catalog::{self, Catalog, ProfileSelector, UserIndex};
+use crate::caps::Caps;
+use crate::catalog::{self, Catalog, ProfileSelector, Rules, UserIndex};
+use crate::policy::Policy;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
@@ -43,6 +45,49 @@ impl SelectorArgs {
     }
 }
 
+/// The caps on configuration and the template policy (README "Caps and template policy").
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// Largest ConfigMap, in bytes of data; a larger one is ignored with a problem.
+    #[arg(long, env = "SUP_MAX_CONFIGMAP_BYTES", default_value_t = Caps::default().configmap_bytes)]
+    pub max_configmap_bytes: usize,
+    /// Largest template, in bytes.
+    #[arg(long, env = "SUP_MAX_TEMPLATE_BYTES", default_value_t = Caps::default().template_bytes)]
+    pub max_template_bytes: usize,
+    /// Most `{{ }}` placeholders in one template.
+    #[arg(long, env = "SUP_MAX_PLACEHOLDERS", default_value_t = Caps::default().placeholders)]
+    pub max_placeholders: usize,
+    /// Deepest nesting of YAML collections in a template.
+    #[arg(long, env = "SUP_MAX_YAML_DEPTH", default_value_t = Caps::default().depth)]
+    pub max_yaml_depth: usize,
+    /// Largest rendered object, in bytes of JSON.
+    #[arg(long, env = "SUP_MAX_RENDERED_BYTES", default_value_t = Caps::default().rendered_bytes)]
+    pub max_rendered_bytes: usize,
+    /// Kinds templates may create, comma-separated. Secrets, RBAC and cluster-scoped kinds are
+    /// refused whatever this says.
+    #[arg(
+        long,
+        env = "SUP_TEMPLATE_KINDS",
+        value_delimiter = ',',
+        default_value = "RayCluster,Service,Route,Ingress,NetworkPolicy,ConfigMap"
+    )]
+    pub template_kinds: Vec<String>,
+}
+
+impl RulesArgs {
+    pub fn rules(&self) -> Result<Rules, String> {
+        let caps = Caps {
+            configmap_bytes: self.max_configmap_bytes,
+            template_bytes: self.max_template_bytes,
+            placeholders: self.max_placeholders,
+            depth: self.max_yaml_depth,
+            rendered_bytes: self.max_rendered_bytes,
+        };
+        let policy = Policy::new(&self.template_kinds).map_err(|e| format!("--template-kinds: {e}"))?;
+        Ok(Rules { caps, policy })
+    }
+}
+
 /// The folders of ConfigMap files used by the dry run, `render` and `validate`.
 #[derive(Debug, Clone, Args)]
 pub struct FolderArgs {
@@ -54,11 +99,12 @@ pub struct FolderArgs {
 
 impl FolderArgs {
     /// The catalog of the folders' ConfigMaps, and the users' settings among them.
-    pub fn load(&self, selector: &ProfileSelector) -> Result<(Catalog, UserIndex), String> {
-        let cms =
-            catalog::load_paths(&[&self.profiles_dir, &self.templates_dir]).map_err(|e| e.to_string())?;
+    pub fn load(&self, selector: &ProfileSelector, rules: &Rules) -> Result<(Catalog, UserIndex), String> {
+        let files = catalog::load_files(&[&self.profiles_dir, &self.templates_dir], rules.caps.file_bytes())
+            .map_err(|e| e.to_string())?;
+        let cms: Vec<_> = files.into_iter().flat_map(|(_, cms)| cms).collect();
         let (users, rest) = UserIndex::split(selector, &cms);
-        Ok((Catalog::build(selector, rest, None), users))
+        Ok((Catalog::build_with(selector, rules, rest, None), users))
     }
 }
 
@@ -75,6 +121,8 @@ pub struct ServeArgs {
     pub selector: SelectorArgs,
     #[command(flatten)]
     pub folders: FolderArgs,
+    #[command(flatten)]
+    pub rules: RulesArgs,
     /// The hub's API token (prefer --hub-token-file).
     #[arg(long, env = "SUP_HUB_TOKEN", hide_env_values = true)]
     pub hub_token: Option<String>,
@@ -156,6 +204,8 @@ pub struct RenderArgs {
     pub folders: FolderArgs,
     #[command(flatten)]
     pub selector: SelectorArgs,
+    #[command(flatten)]
+    pub rules: RulesArgs,
     #[arg(long, env = "SUP_USER")]
     pub user: String,
     /// Comma-separated JupyterHub groups.
@@ -187,6 +237,8 @@ pub struct ValidateArgs {
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub selector: SelectorArgs,
+    #[command(flatten)]
+    pub rules: RulesArgs,
 }
 
 /// `name=value`; the value is JSON when it parses as a number or boolean, else a string.

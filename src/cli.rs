@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::args::{LogFormat, Output, RenderArgs, ServeArgs, ValidateArgs};
 use crate::catalog::{self, Catalog, UserIndex};
 use crate::plan::{self, SpawnRequest};
+use crate::profile;
 use crate::spawn;
 
 #[derive(Debug, Parser)]
@@ -37,7 +38,7 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::serve::init_tracing(cli.log_format);
+    crate::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => crate::serve::run(args),
         Command::Render(args) => render(args),
@@ -53,9 +54,12 @@ pub fn main() -> ExitCode {
 }
 
 fn render(args: RenderArgs) -> Result<ExitCode, String> {
-    let (catalog, users) = args.folders.load(&args.selector.selector()?)?;
+    let (catalog, users) = args.folders.load(&args.selector.selector()?, &args.rules.rules()?)?;
     for problem in catalog.problems() {
         eprintln!("warning: {problem}");
+    }
+    if let Some(reason) = catalog.unusable() {
+        return Err(format!("{reason}; nothing to render"));
     }
     let request = SpawnRequest {
         user: args.user,
@@ -103,13 +107,50 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
     } else {
         args.paths
     };
-    let cms = catalog::load_paths(&paths).map_err(|e| e.to_string())?;
+    let rules = args.rules.rules()?;
     let selector = args.selector.selector()?;
+    let files = catalog::load_files(&paths, rules.caps.file_bytes()).map_err(|e| e.to_string())?;
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    if files.iter().all(|(_, cms)| cms.is_empty()) {
+        return Err(format!(
+            "no ConfigMap found in {}: validate reads the *.yaml and *.yml files there",
+            shown.join(", ")
+        ));
+    }
+    // Which file each ConfigMap came from; the cluster keeps one object per name, so a second
+    // definition is an error rather than a silent override.
+    let mut problems: Vec<String> = Vec::new();
+    let mut file_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for (file, cms) in &files {
+        for cm in cms {
+            if let Some(first) = file_of.insert(&cm.name, file) {
+                problems.push(format!(
+                    "ConfigMap {} is defined twice, in {first} and in {file}; the cluster would keep only one: rename or remove one",
+                    cm.name
+                ));
+            }
+        }
+    }
+    let in_file = |configmap: &str| file_of.get(configmap).map_or_else(String::new, |f| format!("{f}: "));
+    let cms: Vec<_> = files.iter().flat_map(|(_, cms)| cms).cloned().collect();
     let (users, rest) = UserIndex::split(&selector, &cms);
-    let catalog = Catalog::build(&selector, rest, None);
-    let mut problems: Vec<String> = catalog.problems().iter().map(ToString::to_string).collect();
+    let catalog = Catalog::build_with(&selector, &rules, rest, None);
+    problems.extend(catalog.problems().iter().map(|p| format!("{}{p}", in_file(&p.configmap))));
     problems.extend(users.problems());
+    problems.extend(catalog.unusable().map(str::to_owned));
     problems.extend(plan::lint(&catalog));
+    for cm in cms.iter().filter(|cm| selector.matches(cm)) {
+        for warning in
+            cm.data.get(crate::profile::PROFILES_KEY).map(|t| profile::unknown_keys(t)).unwrap_or_default()
+        {
+            println!(
+                "warning: {}ConfigMap {} key {}: {warning}",
+                in_file(&cm.name),
+                cm.name,
+                crate::profile::PROFILES_KEY
+            );
+        }
+    }
     if problems.is_empty() {
         println!(
             "ok: {} profile ConfigMap(s), {} template(s), every profile renders",

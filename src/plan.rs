@@ -51,6 +51,32 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner a request names, checked as every endpoint checks it: a user is required, and
+    /// the namespace (the default one when absent or empty) must be a valid namespace name.
+    pub fn checked(
+        user: &str,
+        server: &str,
+        namespace: Option<&str>,
+        default_namespace: &str,
+    ) -> Result<Owner, PlanError> {
+        if user.trim().is_empty() {
+            return Err(PlanError::InvalidRequest {
+                field: "user",
+                message: "the JupyterHub user name is required".into(),
+            });
+        }
+        let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or(default_namespace);
+        if !naming::is_dns1123_label(namespace) {
+            return Err(PlanError::InvalidRequest {
+                field: "namespace",
+                message: format!(
+                    "{namespace:?} is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
+                ),
+            });
+        }
+        Ok(Owner { user: user.to_owned(), server: server.to_owned(), namespace: namespace.to_owned() })
+    }
+
     pub fn configmap_name(&self) -> String {
         naming::owner_configmap_name(&self.user, &self.server)
     }
@@ -279,23 +305,8 @@ pub fn plan_with(
     request: &SpawnRequest,
     default_namespace: &str,
 ) -> Result<Plan, PlanError> {
-    if request.user.trim().is_empty() {
-        return Err(PlanError::InvalidRequest {
-            field: "user",
-            message: "the JupyterHub user name is required".into(),
-        });
-    }
-    let namespace =
-        request.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_owned());
-    if !naming::is_dns1123_label(&namespace) {
-        return Err(PlanError::InvalidRequest {
-            field: "namespace",
-            message: format!(
-                "`{namespace}` is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
-            ),
-        });
-    }
-    let owner = Owner { user: request.user.clone(), server: request.server.clone(), namespace };
+    let owner =
+        Owner::checked(&request.user, &request.server, request.namespace.as_deref(), default_namespace)?;
     let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
     let settings = settings.filter(|s| !s.is_empty());
     let presets = match settings.and_then(|s| s.presets.clone()).transpose() {
@@ -367,6 +378,7 @@ pub fn plan_with(
             let mut object = template.render(&context)?;
             template::apply_name_rule(&mut object, &escaped_user, &cluster_name);
             finish_object(&mut object, &owner.namespace, &labels, &service.labels);
+            template.check_rendered(&object, &catalog.rules().caps, &catalog.rules().policy)?;
             objects.push(object);
         }
         for (name, text) in &service.env {
@@ -692,6 +704,37 @@ profiles:
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let err = plan(&catalog, &request("eve"), "ns").unwrap_err();
         assert!(matches!(err, PlanError::ServiceWithoutResources { ref service } if service == "s"), "{err}");
+    }
+
+    /// A value only a spawn supplies (a user's option) can break a label: the policy checks
+    /// every rendered object, not only the load-time probe.
+    #[test]
+    fn every_rendered_object_is_held_to_the_policy() {
+        let profiles = "profiles:\n- slug: p\n  services:\n    s:\n      options: {team: {type: string, default: ml}}\n      resources: [{name: tpl, path: cm.yaml}]\n";
+        let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{cluster_name}}'\n  labels: {team: '{{options.team}}'}\n";
+        let sources = [
+            ConfigMapSource {
+                name: "jupyter-singleuser-profiles".into(),
+                labels: Default::default(),
+                data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
+            },
+            ConfigMapSource {
+                name: "tpl".into(),
+                labels: Default::default(),
+                data: [("cm.yaml".to_owned(), template.to_owned())].into(),
+            },
+        ];
+        let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
+        assert!(catalog.problems().is_empty(), "{:?}", catalog.problems());
+        assert!(plan(&catalog, &request("eve"), "ns").is_ok());
+        let odd =
+            SpawnRequest { options: [("team".to_owned(), json!("not a label!"))].into(), ..request("eve") };
+        let err = plan(&catalog, &odd, "ns").unwrap_err();
+        assert!(matches!(&err, PlanError::Template(e) if e.code() == "template_policy"), "{err}");
+        assert!(
+            err.to_string().contains("ConfigMap tpl key cm.yaml") && err.to_string().contains("label team"),
+            "{err}"
+        );
     }
 
     fn settings(presets: &str, envs: &[(&str, &str)]) -> UserSettings {

@@ -10,22 +10,10 @@ use kube::Client;
 use crate::api::listener::{self, ConnectionLimits};
 use crate::api::{Authenticator, HubToken, Limits, Verifier};
 use crate::app::{App, ClusterSetup};
-use crate::args::{LogFormat, Mode, ServeArgs};
+use crate::args::{Mode, ServeArgs};
 use crate::cluster;
 use crate::lifecycle::{Quota, Reaping};
 use crate::metrics::Metrics;
-
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SUP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let runtime =
@@ -60,6 +48,7 @@ fn read_token(args: &ServeArgs) -> Result<Option<HubToken>, String> {
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let metrics = Metrics::default();
     let selector = args.selector.selector()?;
+    let rules = args.rules.rules()?;
     let hub_token = read_token(&args)?;
 
     let client = match args.mode {
@@ -98,6 +87,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             let setup = ClusterSetup {
                 client,
                 selector,
+                rules,
                 reaping: Reaping {
                     grace: Duration::from_secs(args.orphan_grace),
                     interval: Duration::from_secs(args.reap_interval.max(1)),
@@ -108,7 +98,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             App::cluster(setup, &namespace)
         }
         None => {
-            let (catalog, users) = args.folders.load(&selector)?;
+            let (catalog, users) = args.folders.load(&selector, &rules)?;
             for problem in catalog.problems() {
                 tracing::warn!("{problem}");
             }

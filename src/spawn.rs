@@ -66,12 +66,64 @@ impl Answer {
 pub enum SpawnError {
     #[error("profiles are not loaded yet")]
     NotLoaded,
+    /// Loaded, but no profile can give anyone a Ray cluster (see `Catalog::unusable`).
+    #[error("{0}")]
+    NoProfiles(String),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
     Quota(#[from] QuotaError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+/// Plans (resolves and renders) off the async runtime's threads, a few at a time: a large
+/// template or configuration costs CPU that would otherwise stall every request sharing the
+/// thread, `/healthz` included. Waiting for a slot costs no thread.
+#[derive(Debug)]
+pub struct Planner {
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for Planner {
+    /// One slot per CPU: planning is CPU-bound.
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+    }
+}
+
+impl Planner {
+    pub fn new(slots: usize) -> Self {
+        Self { slots: tokio::sync::Semaphore::new(slots.max(1)) }
+    }
+
+    pub async fn plan(
+        &self,
+        catalog: Arc<Catalog>,
+        users: Arc<UserIndex>,
+        request: &SpawnRequest,
+        namespace: &str,
+    ) -> Result<Plan, PlanError> {
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let (request, namespace) = (request.clone(), namespace.to_owned());
+        let planned = tokio::task::spawn_blocking(move || {
+            plan::plan_with(&catalog, users.get(&request.user), &request, &namespace)
+        })
+        .await;
+        planned.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+
+    /// [`render`] off the runtime's threads.
+    pub async fn render(
+        &self,
+        snapshot: &watch::Receiver<Snapshot>,
+        request: &SpawnRequest,
+        namespace: &str,
+    ) -> Result<Answer, SpawnError> {
+        let (catalog, users) = config(snapshot)?;
+        let plan = self.plan(catalog, users, request, namespace).await?;
+        Ok(Answer::new(&plan, plan.objects.clone(), true))
+    }
 }
 
 /// What would be applied, without writing anything; `settings` are the user's own.
@@ -90,15 +142,13 @@ impl Backend {
     /// waiting profiles, waits for the Ray head. `namespace` is the service's own.
     pub async fn spawn(
         &self,
+        planner: &Planner,
         snapshot: &watch::Receiver<Snapshot>,
         request: &SpawnRequest,
         namespace: &str,
     ) -> Result<Answer, SpawnError> {
         let ClusterBackend { clusters, owners, quota } = match self {
-            Backend::DryRun => {
-                let (catalog, users) = config(snapshot)?;
-                return Ok(render(&catalog, users.get(&request.user), request, namespace)?);
-            }
+            Backend::DryRun => return planner.render(snapshot, request, namespace).await,
             Backend::Cluster(cluster) => cluster,
         };
         // Planning and writing take a slot; waiting for the Ray head does not.
@@ -107,7 +157,7 @@ impl Backend {
         // state machine of planning, applying and waiting (~14 KB per queued spawn).
         Box::pin(async {
             let (catalog, users) = config(snapshot)?;
-            let mut plan = plan::plan_with(&catalog, users.get(&request.user), request, namespace)?;
+            let mut plan = planner.plan(catalog, users, request, namespace).await?;
             // Quotas count the watched namespace, where notebooks normally run.
             if plan.owner.namespace == namespace {
                 quota.check(owners, &request.user, &plan.owner.configmap_name())?;
@@ -121,11 +171,15 @@ impl Backend {
     }
 }
 
-/// The newest catalog and users' settings, once the first full ConfigMap list is in.
+/// The newest catalog and users' settings, once the first full ConfigMap list is in and some
+/// profile can give a Ray cluster.
 pub fn config(snapshot: &watch::Receiver<Snapshot>) -> Result<(Arc<Catalog>, Arc<UserIndex>), SpawnError> {
     let snapshot = snapshot.borrow();
-    match snapshot.loaded {
-        true => Ok((snapshot.catalog.clone(), snapshot.users.clone())),
-        false => Err(SpawnError::NotLoaded),
+    if !snapshot.loaded {
+        return Err(SpawnError::NotLoaded);
     }
+    if let Some(reason) = snapshot.catalog.unusable() {
+        return Err(SpawnError::NoProfiles(reason.to_owned()));
+    }
+    Ok((snapshot.catalog.clone(), snapshot.users.clone()))
 }

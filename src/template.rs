@@ -28,7 +28,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::caps::Caps;
 use crate::naming;
+use crate::policy::Policy;
 use crate::python;
 use crate::yaml::{self, Node, Style};
 
@@ -76,10 +78,37 @@ impl Template {
     /// Parses `text`, the value of `key` in the template ConfigMap `configmap` (both are named
     /// in every error).
     pub fn compile(configmap: &str, key: &str, text: &str) -> Result<Template, TemplateError> {
+        Self::compile_capped(configmap, key, text, &Caps::default())
+    }
+
+    /// [`Template::compile`] within `caps` (template size, placeholders, nesting); over one,
+    /// refused at once naming it.
+    pub fn compile_capped(
+        configmap: &str,
+        key: &str,
+        text: &str,
+        caps: &Caps,
+    ) -> Result<Template, TemplateError> {
         let error = |kind, line, message| TemplateError::new(configmap, key, kind, line, message);
+        if text.len() > caps.template_bytes {
+            let message = format!(
+                "the template is {} bytes, over the cap of {} (--max-template-bytes); split it or ask the operator to raise the cap",
+                text.len(),
+                caps.template_bytes
+            );
+            return Err(error(ErrorKind::TooLarge, None, message));
+        }
+        let count = text.matches("{{").count();
+        if count > caps.placeholders {
+            let message = format!(
+                "the template has {count} placeholders, over the cap of {} (--max-placeholders); use fewer, or ask the operator to raise the cap",
+                caps.placeholders
+            );
+            return Err(error(ErrorKind::TooLarge, None, message));
+        }
         let (marked, placeholders) =
             scan(text).map_err(|(line, message)| error(ErrorKind::Syntax, Some(line), message))?;
-        let mut documents = yaml::nodes(&marked).map_err(|e| {
+        let mut documents = yaml::nodes(&marked, caps.depth).map_err(|e| {
             let message = format!("the template is not valid YAML: {}", e.message);
             error(ErrorKind::InvalidYaml, e.line, message)
         })?;
@@ -151,6 +180,91 @@ impl Template {
         }
     }
 
+    /// Whether a rendered object (named and labelled as it will be applied) is within the
+    /// rendered-size cap and passes the template policy; all its policy problems in one error.
+    pub fn check_rendered(&self, object: &Value, caps: &Caps, policy: &Policy) -> Result<(), TemplateError> {
+        let size = rendered_size(object);
+        if size > caps.rendered_bytes {
+            let message = format!(
+                "the rendered object is {size} bytes, over the cap of {} (--max-rendered-bytes); use smaller configuration values",
+                caps.rendered_bytes
+            );
+            return Err(self.error(ErrorKind::TooLarge, None, message));
+        }
+        let problems = policy.check(object);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "{} {}",
+            object.pointer("/kind").and_then(Value::as_str).unwrap_or("object"),
+            object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+        );
+        let message = format!("the template policy refuses {}: {}", what.trim_end(), problems.join("; "));
+        Err(self.error(ErrorKind::Policy, None, message))
+    }
+
+    /// Renders for an awkward user (upper case, `.` and `@`), as the configuration loads, and
+    /// checks the object as a spawn would: a template whose objects the policy refuses, or
+    /// whose names and labels break for such users, is found before anyone spawns. A render
+    /// that fails for a missing variable passes here (see [`Template::unresolvable`]).
+    pub fn probe(
+        &self,
+        configuration: &Map<String, Value>,
+        caps: &Caps,
+        policy: &Policy,
+    ) -> Result<(), TemplateError> {
+        const USER: &str = "Odd.User@example.com";
+        let context = context(&ContextInput {
+            username: USER,
+            server: "",
+            namespace: "probe",
+            image: "probe",
+            profile: "probe",
+            size: "",
+            configuration,
+            options: &BTreeMap::new(),
+        });
+        let Ok(mut object) = self.render(&context) else { return Ok(()) };
+        apply_name_rule(&mut object, &naming::escape_user(USER), &naming::cluster_name(USER, ""));
+        self.check_rendered(&object, caps, policy)
+    }
+
+    /// The placeholders no render can fill, found when the configuration loads: a name that is
+    /// neither the context's own nor in any of `configurations` (the services using this
+    /// template), or an `options.<name>` none of `options` declares. Profiles merge, so a
+    /// variable any of those services defines passes; a render checks the merged profile.
+    pub fn unresolvable<'a>(
+        &self,
+        configurations: impl IntoIterator<Item = &'a Map<String, Value>>,
+        options: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<TemplateError> {
+        let mut probe = Map::new();
+        for configuration in configurations {
+            for (name, value) in configuration {
+                probe.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        for name in RESERVED_NAMES {
+            probe.insert(name.to_owned(), Value::String(String::new()));
+        }
+        let options: Map<String, Value> = options.into_iter().map(|o| (o.to_owned(), Value::Null)).collect();
+        probe.insert("options".to_owned(), Value::Object(options));
+        let probe = Value::Object(probe);
+        self.placeholders
+            .iter()
+            .filter(|p| p.used)
+            .filter(|p| match p.path.as_slice() {
+                [first, ..] if first == "options" => {
+                    p.path.len() > 1 && lookup(&probe, &p.path[..2]).is_none()
+                }
+                [first, ..] if RESERVED_NAMES.contains(&first.as_str()) => p.path.len() > 1,
+                _ => lookup(&probe, &p.path).is_none(),
+            })
+            .map(|p| self.unknown_variable(&probe, p))
+            .collect()
+    }
+
     fn unknown_variable(&self, context: &Value, placeholder: &Placeholder) -> TemplateError {
         let variable = placeholder.path.join(".");
         let hint = suggestion(context, &placeholder.path)
@@ -207,7 +321,7 @@ impl Bound<'_> {
         // JSP pasted `str(value)` into the YAML text and PyYAML read it back.
         let text = python::str(self.value);
         if text.starts_with(['[', '{'])
-            && let Ok(mut nodes) = yaml::nodes(&text)
+            && let Ok(mut nodes) = yaml::nodes(&text, yaml::MAX_DEPTH)
             && nodes.len() == 1
         {
             return yaml11_value(&nodes.remove(0));
@@ -368,9 +482,12 @@ fn scan(text: &str) -> Result<(String, Vec<Placeholder>), (usize, String)> {
     let mut marked = String::with_capacity(text.len());
     let mut placeholders = Vec::new();
     let mut rest = 0;
+    // Counted as the scan moves on: counting from the start for each placeholder made a
+    // template with 20,000 of them take minutes to load (issue 14).
+    let mut line = 1;
     while let Some(found) = text[rest..].find("{{") {
         let start = rest + found;
-        let line = line_of(start);
+        line += text[rest..start].matches('\n').count();
         let Some(length) = text[start..].find("}}") else {
             return Err((line, "`{{` is never closed by `}}`".into()));
         };
@@ -392,6 +509,7 @@ fn scan(text: &str) -> Result<(String, Vec<Placeholder>), (usize, String)> {
         marked.push_str(&placeholders.len().to_string());
         marked.push(CLOSE);
         placeholders.push(Placeholder { path, line, used: false });
+        line += text[start..start + length].matches('\n').count();
         rest = start + length + 2;
     }
     marked.push_str(&text[rest..]);
@@ -443,6 +561,22 @@ fn suggestion(context: &Value, path: &[String]) -> Option<String> {
     None
 }
 
+/// Bytes of `object` as compact JSON, without writing it anywhere.
+fn rendered_size(object: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, object).map_or(usize::MAX, |()| count.0)
+}
+
 /// A template that does not compile or render, located as precisely as known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("template ConfigMap {configmap} key {key}{}: {message}", at_line(*.line))]
@@ -488,6 +622,8 @@ impl TemplateError {
             ErrorKind::InvalidYaml => "invalid_yaml",
             ErrorKind::NotAnObject => "not_an_object",
             ErrorKind::EmptyOutput => "empty_output",
+            ErrorKind::TooLarge => "over_cap",
+            ErrorKind::Policy => "template_policy",
         }
     }
 }
@@ -505,6 +641,10 @@ pub enum ErrorKind {
     NotAnObject,
     /// The template holds no document at all.
     EmptyOutput,
+    /// Over a cap (size, placeholders, nesting, rendered size); see [`Caps`].
+    TooLarge,
+    /// A rendered object the template policy refuses (see `crate::policy`).
+    Policy,
 }
 
 /// The names [`context`] defines itself; a service configuration key named `user` or `options`

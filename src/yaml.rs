@@ -176,9 +176,14 @@ pub enum Style {
 
 /// Most nodes a document may expand to through aliases (a YAML alias bomb stops here).
 const MAX_NODES: usize = 100_000;
+/// The default deepest nesting of collections in [`nodes`]; Kubernetes objects need a few
+/// dozen levels. Deeper input is refused as soon as the parser reaches it (and the trees here,
+/// built and dropped recursively, stay shallow).
+pub const MAX_DEPTH: usize = 128;
 
-/// Every non-empty document of `text` as a [`Node`] tree; aliases are expanded.
-pub fn nodes(text: &str) -> Result<Vec<Node>, Error> {
+/// Every non-empty document of `text` as a [`Node`] tree; aliases are expanded. Collections
+/// nested deeper than `max_depth` are refused.
+pub fn nodes(text: &str, max_depth: usize) -> Result<Vec<Node>, Error> {
     use granit_parser::{Event, Parser, ScalarStyle};
     let error = |message: String, marker: &granit_parser::Marker| Error {
         message,
@@ -208,6 +213,10 @@ pub fn nodes(text: &str) -> Result<Vec<Node>, Error> {
                 documents.extend(root.take().filter(|n| !is_null(n)));
                 continue;
             }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= max_depth => {
+                let message = format!("collections are nested deeper than {max_depth} levels");
+                return Err(error(message, &span.start));
+            }
             Event::SequenceStart(_, anchor, _) => {
                 stack.push(Open::Seq(Vec::new(), anchor));
                 continue;
@@ -232,12 +241,18 @@ pub fn nodes(text: &str) -> Result<Vec<Node>, Error> {
                 register(&mut anchors, anchor, Node::Scalar(scalar))
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => node.clone(),
+                // An alias counts as the nodes it expands to; everything else as one node.
+                // (Summing each closed collection's size instead was quadratic in the depth:
+                // 100,000 nested `[` took 34 s to refuse.)
+                Some(node) => {
+                    count += size(node) - 1;
+                    node.clone()
+                }
                 None => return Err(error("an alias to an unknown anchor".into(), &span.start)),
             },
             _ => continue,
         };
-        count += size(&node);
+        count += 1;
         if count > MAX_NODES {
             return Err(error(format!("the document expands to more than {MAX_NODES} nodes"), &span.start));
         }
@@ -425,7 +440,7 @@ mod tests {
     #[test]
     fn nodes_keep_styles_lines_and_expand_aliases() {
         let text = "a: plain\nb: 'single'\nc: \"dq\\n\"\nd: |\n  block\ne: !!str 010\nf: &x [1, {g: h}]\ni: *x\n---\n---\n# c\n";
-        let docs = nodes(text).unwrap();
+        let docs = nodes(text, MAX_DEPTH).unwrap();
         assert_eq!(docs.len(), 1);
         let Node::Map(entries) = &docs[0] else { panic!("{docs:?}") };
         let scalar = |i: usize| match &entries[i].1 {
@@ -442,10 +457,25 @@ mod tests {
 
     #[test]
     fn node_errors_carry_the_position() {
-        let err = nodes("a: 1\nb: [\n").unwrap_err();
+        let err = nodes("a: 1\nb: [\n", MAX_DEPTH).unwrap_err();
         assert!(err.line.is_some(), "{err:?}");
         let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
-        assert!(nodes(bomb).unwrap_err().message.contains("more than"));
+        assert!(nodes(bomb, MAX_DEPTH).unwrap_err().message.contains("more than"));
+    }
+
+    /// Finding 5 of issue 14: 100,000 nested `[` took 34 s to refuse (each closed collection
+    /// re-counted its whole subtree). Now the parser stops at the depth cap.
+    #[test]
+    fn deep_nesting_is_refused_at_the_cap_and_aliases_count_what_they_expand_to() {
+        let deep = "[".repeat(100_000);
+        assert!(nodes(&deep, MAX_DEPTH).is_err());
+        let fits = format!("{}{}", "[".repeat(20), "]".repeat(20));
+        assert_eq!(nodes(&fits, 20).unwrap().len(), 1);
+        let err = nodes(&format!("[{fits}]"), 20).unwrap_err();
+        assert!(err.message.contains("nested deeper than 20"), "{err}");
+        // 120,001 nodes, no alias: over the node budget all the same.
+        let wide = format!("[{}]", vec!["[1, 2]"; 40_000].join(", "));
+        assert!(nodes(&wide, MAX_DEPTH).unwrap_err().message.contains("more than"));
     }
 
     #[test]

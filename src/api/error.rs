@@ -174,6 +174,11 @@ impl From<SpawnError> for ApiError {
     fn from(err: SpawnError) -> Self {
         match err {
             SpawnError::NotLoaded => Self::not_ready(),
+            SpawnError::NoProfiles(reason) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_profiles",
+                format!("{reason}; an admin must fix the profile ConfigMaps"),
+            ),
             SpawnError::Plan(e) => e.into(),
             SpawnError::Quota(e) => e.into(),
             SpawnError::Cluster(e) => e.into(),

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::extract::{JsonObject, PathParams, ServerPath, UserPath};
 use super::{ApiError, AppState, Caller, OPENAPI_YAML};
 use crate::catalog::Catalog;
 use crate::metrics::OutcomeLabels;
@@ -48,13 +49,15 @@ pub async fn spawn(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Result<Json<SpawnRequest>, JsonRejection>,
+    JsonObject(request): JsonObject<SpawnRequest>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body?;
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result =
-        state.backend.spawn(&state.snapshot, &request, &state.namespace).await.map_err(ApiError::from);
+    let result = state
+        .backend
+        .spawn(&state.planner, &state.snapshot, &request, &state.namespace)
+        .await
+        .map_err(ApiError::from);
     state.metrics.spawn_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     let answer = result?;
     tracing::info!(
@@ -72,14 +75,12 @@ pub async fn render(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Result<Json<SpawnRequest>, JsonRejection>,
+    JsonObject(request): JsonObject<SpawnRequest>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body?;
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result = spawn::config(&state.snapshot).map_err(ApiError::from).and_then(|(catalog, users)| {
-        Ok(spawn::render(&catalog, users.get(&request.user), &request, &state.namespace)?)
-    });
+    let result =
+        state.planner.render(&state.snapshot, &request, &state.namespace).await.map_err(ApiError::from);
     state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
     Ok(respond(&headers, StatusCode::OK, &result?))
 }
@@ -104,16 +105,15 @@ pub struct NamespaceQuery {
 pub async fn stop(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<StopRequest>, JsonRejection>,
+    JsonObject(request): JsonObject<StopRequest>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body?;
     stop_server(&state, &caller, request).await
 }
 
 pub async fn stop_default_server(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(user): Path<String>,
+    PathParams(UserPath { user }): PathParams<UserPath>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
@@ -124,7 +124,7 @@ pub async fn stop_default_server(
 pub async fn stop_named_server(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path((user, server)): Path<(String, String)>,
+    PathParams(ServerPath { user, server }): PathParams<ServerPath>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
@@ -133,19 +133,8 @@ pub async fn stop_named_server(
 
 async fn stop_server(state: &AppState, caller: &Caller, request: StopRequest) -> Result<Response, ApiError> {
     caller.may_act_for(&request.user)?;
-    if request.user.trim().is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "user: the JupyterHub user name is required",
-        )
-        .field("user"));
-    }
-    let owner = Owner {
-        namespace: request.namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| state.namespace.clone()),
-        user: request.user,
-        server: request.server,
-    };
+    let owner =
+        Owner::checked(&request.user, &request.server, request.namespace.as_deref(), &state.namespace)?;
     let Backend::Cluster(cluster) = &state.backend else {
         return Ok(Json(json!({"dry_run": true, "stopped": false, "owner": owner.configmap_name(), "namespace": owner.namespace})).into_response());
     };
@@ -208,12 +197,13 @@ pub async fn clusters(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Path(user): Path<String>,
+    PathParams(UserPath { user }): PathParams<UserPath>,
     query: Result<Query<NamespaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     caller.may_act_for(&user)?;
-    let namespace = query.namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| state.namespace.clone());
+    let Owner { user, namespace, .. } =
+        Owner::checked(&user, "", query.namespace.as_deref(), &state.namespace)?;
     let Backend::Cluster(cluster) = &state.backend else {
         return Ok(respond(
             &headers,
@@ -227,13 +217,15 @@ pub async fn clusters(
 
 pub async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snapshot = state.snapshot.borrow().clone();
+    let reason = state.not_ready_reason();
     let body = json!({
         "mode": match state.backend { Backend::Cluster(_) => "cluster", Backend::DryRun => "dry-run" },
         "source": snapshot.source,
         "loaded": snapshot.loaded,
         "watch_error": snapshot.watch_error.as_ref().map(|e| &e.message),
         "watch_error_at": snapshot.watch_error.as_ref().map(|e| &e.at),
-        "ready": state.not_ready_reason().is_none(),
+        "ready": reason.is_none(),
+        "not_ready_reason": reason,
         "profile_configmaps": snapshot.catalog.profile_sources().collect::<Vec<_>>(),
         "templates": snapshot.catalog.template_count(),
         "user_settings": snapshot.users.len(),
@@ -266,6 +258,18 @@ pub async fn openapi_json() -> Response {
         Ok(doc) => Json(doc).into_response(),
         Err(err) => ApiError::internal(&err).into_response(),
     }
+}
+
+/// A route that exists, called with a method it does not serve; axum adds the `Allow` header.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{:?} is not served here; the Allow header lists the methods that are (see /openapi.yaml)",
+            method.as_str()
+        ),
+    )
 }
 
 pub async fn not_found() -> ApiError {

@@ -2,6 +2,7 @@
 
 mod auth;
 mod error;
+mod extract;
 mod handlers;
 pub mod listener;
 
@@ -18,7 +19,6 @@ use axum::routing::{delete, get, post};
 use tokio::sync::watch;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use auth::{Authenticator, Caller, HubToken, Verifier};
@@ -26,7 +26,7 @@ pub use error::{ApiError, ErrorBody};
 
 use crate::catalog::watch::Snapshot;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::spawn::Backend;
+use crate::spawn::{Backend, Planner};
 
 /// The service's OpenAPI document.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -37,6 +37,8 @@ pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 pub struct AppState {
     pub snapshot: watch::Receiver<Snapshot>,
     pub backend: Backend,
+    /// Where spawns and renders plan, off the runtime's threads.
+    pub planner: Planner,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).
@@ -71,7 +73,7 @@ impl Default for Limits {
 pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
     let spawn = Router::new()
         .route("/api/v1/spawn", post(handlers::spawn))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.spawn_timeout));
+        .layer(middleware::from_fn(move |request, next| deadline(limits.spawn_timeout, request, next)));
     let api = Router::new()
         .route("/api/v1/render", post(handlers::render))
         .route("/api/v1/stop", post(handlers::stop))
@@ -80,7 +82,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/api/v1/users/{user}/clusters", get(handlers::clusters))
         .route("/api/v1/users/{user}/server", delete(handlers::stop_default_server))
         .route("/api/v1/users/{user}/servers/{server}", delete(handlers::stop_named_server))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout))
+        .layer(middleware::from_fn(move |request, next| deadline(limits.request_timeout, request, next)))
         .merge(spawn)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(
@@ -100,6 +102,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/openapi.yaml", get(handlers::openapi_yaml))
         .route("/openapi.json", get(handlers::openapi_json))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(middleware::from_fn(move |request, next| read_body(limits, request, next)))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
@@ -151,6 +154,20 @@ async fn read_body(limits: Limits, request: Request, next: Next) -> Response {
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
+/// Bounds a request's handling; past `limit` the handler is dropped and the caller gets a JSON
+/// 504 (tower-http's timeout answered with an empty body).
+async fn deadline(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {} s and was abandoned; try again later", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
 /// An error answer after which the connection closes: its request body was not read.
 fn closing(error: ApiError) -> Response {
     let mut response = error.into_response();
@@ -176,16 +193,18 @@ async fn count_requests(State(state): State<Arc<AppState>>, request: Request, ne
 }
 
 impl AppState {
-    /// Ready means loaded and not draining (kubert's rule). A failing ConfigMap watch does not
-    /// count: the last good profiles keep serving, and every replica would fail together.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    /// Ready means loaded, usable and not draining (kubert's rule). A failing ConfigMap watch
+    /// does not count: the last good profiles keep serving, and every replica would fail
+    /// together. Profiles that cannot give anyone a Ray cluster do: the spawns would be refused.
+    pub fn not_ready_reason(&self) -> Option<String> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            Some("shutting down")
-        } else if !self.snapshot.borrow().loaded {
-            Some("profiles are not loaded yet")
-        } else {
-            None
+            return Some("shutting down".to_owned());
         }
+        let snapshot = self.snapshot.borrow();
+        if !snapshot.loaded {
+            return Some("profiles are not loaded yet".to_owned());
+        }
+        snapshot.catalog.unusable().map(str::to_owned)
     }
 }
 

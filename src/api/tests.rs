@@ -298,19 +298,31 @@ async fn a_watch_error_followed_by_silence_keeps_readiness_and_shows_in_status()
 
     let profiles: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "jupyter-singleuser-profiles"},
-        "data": {crate::profile::PROFILES_KEY: "profiles:\n- name: globals\n"},
+        "data": {crate::profile::PROFILES_KEY: "profiles:\n- name: globals\n  services:\n    ray:\n      resources: [{name: tpl, path: rc.yaml}]\n"},
+    }))
+    .unwrap();
+    let template: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "tpl"},
+        "data": {"rc.yaml": "apiVersion: ray.io/v1\nkind: RayCluster\nmetadata: {name: '{{cluster_name}}'}\n"},
     }))
     .unwrap();
     let events = futures::stream::iter([
         Ok(Event::Init),
         Ok(Event::InitApply(profiles)),
+        Ok(Event::InitApply(template)),
         Ok(Event::InitDone),
         Err(watcher::Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded)),
     ])
     .chain(futures::stream::pending());
     let (tx, snapshot) = tokio::sync::watch::channel(crate::catalog::watch::Snapshot::default());
     let metrics = Metrics::default();
-    tokio::spawn(crate::catalog::watch::run(events, tx, ProfileSelector::default(), metrics.clone()));
+    tokio::spawn(crate::catalog::watch::run(
+        events,
+        tx,
+        ProfileSelector::default(),
+        crate::catalog::Rules::default(),
+        metrics.clone(),
+    ));
     let app = App::from_snapshot(snapshot, "notebooks").metrics(metrics).build().router.clone();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -386,4 +398,184 @@ async fn a_large_body_gets_a_json_413_before_anything_else() {
     let streamed = Request::post("/api/v1/render").body(Body::from_stream(chunks)).unwrap();
     let (status, _) = call(&app, streamed).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// An answer's status, headers and body, which must be JSON in the one error shape.
+async fn refusal(app: &Router, request: Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(parts.headers["content-type"], "application/json", "{} {text:?}", parts.status);
+    let error: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    assert!(error["code"].is_string() && error["message"].is_string(), "{error}");
+    (parts.status, parts.headers, error)
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_serve_gets_a_json_405_with_allow() {
+    let app = app();
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/spawn", "POST"),
+        ("POST", "/healthz", "GET,HEAD"),
+        ("PUT", "/api/v1/status", "GET,HEAD"),
+    ] {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let (status, headers, error) = refusal(&app, request).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+        assert_eq!(error["code"], json!("method_not_allowed"));
+    }
+}
+
+#[tokio::test]
+async fn paths_that_are_not_utf8_or_have_an_empty_name_get_a_json_400() {
+    let app = app();
+    for (method, path, field) in [
+        ("GET", "/api/v1/users/%ff/clusters", None),
+        ("DELETE", "/api/v1/users/al%ffice/server", None),
+        ("DELETE", "/api/v1/users/alice/servers/%fe%ff", None),
+        ("GET", "/api/v1/users//clusters", Some("user")),
+        ("DELETE", "/api/v1/users//server", Some("user")),
+        ("DELETE", "/api/v1/users/alice/servers/", None),
+        ("DELETE", "/api/v1/users//servers/gpu", Some("user")),
+    ] {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let (status, _, error) = refusal(&app, request).await;
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        if let Some(field) = field {
+            assert_eq!(
+                (status, &error["field"]),
+                (StatusCode::BAD_REQUEST, &json!(field)),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_gets_a_422_saying_so() {
+    let app = app();
+    for path in ["/api/v1/spawn", "/api/v1/render", "/api/v1/stop"] {
+        for body in [json!(["alice"]), json!("alice"), json!(3), json!(null)] {
+            let request = Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let (status, _, error) = refusal(&app, request).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}: {error}");
+            assert!(error["message"].as_str().unwrap().contains("JSON object"), "{error}");
+        }
+    }
+    let (status, error) = post(&app, "/api/v1/render", json!(["alice"])).await;
+    assert!(error["message"].as_str().unwrap().contains("an array"), "{status} {error}");
+}
+
+#[tokio::test]
+async fn stop_and_status_check_the_user_and_namespace_as_render_does() {
+    let app = app();
+    for namespace in ["../../kube-system", "Bad NS\n", "kube_system", &"n".repeat(64)] {
+        for path in ["/api/v1/render", "/api/v1/stop"] {
+            let (status, error) = post(&app, path, json!({"user": "alice", "namespace": namespace})).await;
+            assert_eq!((status, &error["field"]), (StatusCode::BAD_REQUEST, &json!("namespace")), "{path}");
+            assert!(!error["message"].as_str().unwrap().contains('\n'), "{error}");
+        }
+        let encoded: String = namespace
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        for (method, path) in [
+            ("GET", format!("/api/v1/users/alice/clusters?namespace={encoded}")),
+            ("DELETE", format!("/api/v1/users/alice/server?namespace={encoded}")),
+            ("DELETE", format!("/api/v1/users/alice/servers/gpu?namespace={encoded}")),
+        ] {
+            let request = Request::builder().method(method).uri(&path).body(Body::empty()).unwrap();
+            let (status, _, error) = refusal(&app, request).await;
+            assert_eq!((status, &error["field"]), (StatusCode::BAD_REQUEST, &json!("namespace")), "{path}");
+        }
+    }
+    for user in ["", " "] {
+        let (status, error) = post(&app, "/api/v1/stop", json!({"user": user})).await;
+        assert_eq!((status, &error["field"]), (StatusCode::BAD_REQUEST, &json!("user")), "{user:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_past_its_timeout_gets_a_json_504() {
+    let slow = Router::new()
+        .route("/slow", axum::routing::get(|| tokio::time::sleep(std::time::Duration::from_secs(60))))
+        .layer(middleware::from_fn(|request, next| {
+            deadline(std::time::Duration::from_millis(50), request, next)
+        }));
+    let (status, _, error) = refusal(&slow, Request::get("/slow").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, &error["code"]), (StatusCode::GATEWAY_TIMEOUT, &json!("timeout")));
+}
+
+/// What the OpenAPI document says of `user` and `namespace` is what the handlers accept.
+#[tokio::test]
+async fn the_openapi_request_schemas_say_what_the_handlers_accept() {
+    let app = app();
+    let doc: Value = crate::yaml::from_str(OPENAPI_YAML).unwrap().unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let admits = |schema: &Value, value: &str| {
+        let length = value.chars().count() as u64;
+        schema["minLength"].as_u64().is_none_or(|min| length >= min)
+            && schema["maxLength"].as_u64().is_none_or(|max| length <= max)
+            && schema["pattern"].as_str().is_none_or(|p| regex::Regex::new(p).unwrap().is_match(value))
+    };
+    for request in ["SpawnRequest", "StopRequest"] {
+        let properties = &schemas[request]["properties"];
+        assert_eq!(properties["user"]["$ref"], json!("#/components/schemas/User"), "{request}");
+        assert_eq!(properties["namespace"]["$ref"], json!("#/components/schemas/Namespace"), "{request}");
+    }
+    let path = |request: &str| if request == "StopRequest" { "/api/v1/stop" } else { "/api/v1/render" };
+    for request in ["SpawnRequest", "StopRequest"] {
+        for user in ["", " ", "\t", "alice", "Eje@example.com", "ø"] {
+            let (status, error) = post(&app, path(request), json!({"user": user})).await;
+            let refused = error["field"] == json!("user");
+            assert_eq!(admits(&schemas["User"], user), !refused, "{request} user {user:?}: {status} {error}");
+        }
+        for namespace in
+            ["", "notebooks", "a-b", "-a", "a-", "A", "a.b", "Bad NS\n", &"n".repeat(63), &"n".repeat(64)]
+        {
+            let (status, error) =
+                post(&app, path(request), json!({"user": "alice", "namespace": namespace})).await;
+            let refused = error["field"] == json!("namespace");
+            assert_eq!(
+                admits(&schemas["Namespace"], namespace),
+                !refused,
+                "{request} namespace {namespace:?}: {status} {error}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_usable_profiles_is_not_ready_and_refuses_spawns_with_the_reason() {
+    let broken = catalog::parse_configmaps(
+        "p.yaml",
+        "kind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  profiles: \"profiles: {\"\n",
+    )
+    .unwrap();
+    for cms in [Vec::new(), broken] {
+        let catalog = Catalog::build(&ProfileSelector::default(), &cms, None);
+        let users = catalog::UserIndex::default();
+        let app = App::dry_run(catalog, users, "empty".into(), "notebooks").build().router.clone();
+        let (status, text) = get(&app, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.starts_with("not ready: no profile ConfigMap is loaded"), "{text}");
+        for path in ["/api/v1/spawn", "/api/v1/render"] {
+            let (status, error) = post(&app, path, json!({"user": "alice"})).await;
+            assert_eq!(
+                (status, &error["code"]),
+                (StatusCode::SERVICE_UNAVAILABLE, &json!("no_profiles")),
+                "{path}"
+            );
+            assert!(error["message"].as_str().unwrap().contains("no profile ConfigMap"), "{error}");
+        }
+        let (_, text) = get(&app, "/api/v1/status").await;
+        let status: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(status["ready"], json!(false));
+        assert!(status["not_ready_reason"].as_str().unwrap().contains("no profile ConfigMap"), "{status}");
+    }
 }

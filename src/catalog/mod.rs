@@ -14,6 +14,8 @@ use std::sync::Arc;
 use kube::core::{Selector, SelectorExt};
 use serde::{Deserialize, Serialize};
 
+use crate::caps::Caps;
+use crate::policy::Policy;
 use crate::profile::{self, PROFILES_KEY, ProfileDoc, ProfileSet};
 use crate::template::{Template, TemplateError};
 pub use users::UserIndex;
@@ -101,6 +103,17 @@ pub struct Catalog {
     /// Why each template that does not compile (and has no good version) fails.
     broken: HashMap<(String, String), TemplateError>,
     problems: Vec<ConfigProblem>,
+    /// Why no spawn can give a Ray cluster, if so (see [`Catalog::unusable`]).
+    unusable: Option<String>,
+    /// What it was loaded under; renders are held to the same.
+    rules: Rules,
+}
+
+/// What loaded configuration must satisfy: the caps and the template policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub caps: Caps,
+    pub policy: Policy,
 }
 
 impl Catalog {
@@ -112,10 +125,39 @@ impl Catalog {
         configmaps: impl IntoIterator<Item = &'a ConfigMapSource>,
         previous: Option<&Catalog>,
     ) -> Catalog {
+        Self::build_with(selector, &Rules::default(), configmaps, previous)
+    }
+
+    /// [`Catalog::build`] under `rules`: ConfigMaps and templates over a cap are refused with a
+    /// problem naming it, and templates the policy refuses do not load.
+    pub fn build_with<'a>(
+        selector: &ProfileSelector,
+        rules: &Rules,
+        configmaps: impl IntoIterator<Item = &'a ConfigMapSource>,
+        previous: Option<&Catalog>,
+    ) -> Catalog {
+        let mut problems = Vec::new();
         // Users' settings are no part of it (see `UserIndex`).
         let by_name: BTreeMap<&str, &ConfigMapSource> = configmaps
             .into_iter()
             .filter(|cm| !users::is_user_settings(selector, cm))
+            .filter(|cm| {
+                let bytes: usize = cm.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let fits = bytes <= rules.caps.configmap_bytes;
+                if !fits {
+                    problems.push(ConfigProblem {
+                        configmap: cm.name.clone(),
+                        key: None,
+                        line: None,
+                        message: format!(
+                            "ConfigMap {} holds {bytes} bytes of data, over the cap of {} (--max-configmap-bytes); it is ignored until it is smaller",
+                            cm.name, rules.caps.configmap_bytes
+                        ),
+                        serving_last_good: false,
+                    });
+                }
+                fits
+            })
             .map(|cm| (cm.name.as_str(), cm))
             .collect();
 
@@ -124,7 +166,6 @@ impl Catalog {
             by_name.values().copied().filter(|cm| selector.matches(cm)).collect();
         profile_cms.sort_by_key(|cm| (cm.name != selector.base_name, cm.name.clone()));
 
-        let mut problems = Vec::new();
         let mut docs = Vec::new();
         for cm in profile_cms {
             let last_good = previous.and_then(|p| p.docs.iter().find(|(name, ..)| *name == cm.name));
@@ -162,6 +203,16 @@ impl Catalog {
         }
 
         let profiles = ProfileSet::new(docs.iter().map(|(_, _, doc)| (**doc).clone()));
+        // The services that use each template, for the checks that need their configuration.
+        let mut users_of: HashMap<(&str, &str), Vec<&profile::Service>> = HashMap::new();
+        for service in
+            docs.iter().flat_map(|(_, _, doc)| doc.profiles.iter()).flat_map(|p| p.services.values())
+        {
+            for r in &service.resources {
+                users_of.entry((r.name.as_str(), r.path.as_str())).or_default().push(service);
+            }
+        }
+        let no_services = Vec::new();
 
         let mut broken = HashMap::new();
         let mut templates = HashMap::new();
@@ -189,7 +240,13 @@ impl Catalog {
                 templates.insert((cm_name, key), same.clone());
                 continue;
             }
-            match Template::compile(&cm_name, &key, text) {
+            let services = users_of.get(&(cm_name.as_str(), key.as_str())).unwrap_or(&no_services);
+            let compiled = Template::compile_capped(&cm_name, &key, text, &rules.caps).and_then(|t| {
+                let configuration = services.first().map(|s| &s.configuration);
+                t.probe(configuration.unwrap_or(&serde_json::Map::new()), &rules.caps, &rules.policy)?;
+                Ok(t)
+            });
+            match compiled {
                 Ok(t) => {
                     templates.insert((cm_name, key), (Arc::from(text.as_str()), Arc::new(t)));
                 }
@@ -209,11 +266,76 @@ impl Catalog {
             }
         }
 
-        Catalog { profiles, docs, templates, broken, problems }
+        // Variables no service using a template defines: every spawn with it would be refused.
+        let mut found: Vec<ConfigProblem> = Vec::new();
+        for ((cm_name, key), (_, template)) in &templates {
+            let services = users_of.get(&(cm_name.as_str(), key.as_str())).unwrap_or(&no_services);
+            let configurations = services.iter().map(|s| &s.configuration);
+            let options = services.iter().flat_map(|s| s.options.keys().map(String::as_str));
+            found.extend(template.unresolvable(configurations, options).into_iter().map(|err| {
+                ConfigProblem {
+                    configmap: cm_name.clone(),
+                    key: Some(key.clone()),
+                    line: err.line,
+                    message: format!("{err}; every spawn using it is refused until then"),
+                    serving_last_good: false,
+                }
+            }));
+        }
+        found.sort_by(|a, b| (&a.configmap, &a.key, a.line).cmp(&(&b.configmap, &b.key, b.line)));
+        problems.extend(found);
+
+        let mut catalog =
+            Catalog { profiles, docs, templates, broken, problems, unusable: None, rules: rules.clone() };
+        catalog.unusable = catalog.why_unusable(selector);
+        catalog
+    }
+
+    /// Why no spawn can give anyone a Ray cluster, if so: no profile ConfigMap loaded, no
+    /// profile in them, or no profile whose services all have their templates loaded. A service
+    /// in that state is not ready and refuses spawns rather than answer empty "successes".
+    pub fn unusable(&self) -> Option<&str> {
+        self.unusable.as_deref()
+    }
+
+    fn why_unusable(&self, selector: &ProfileSelector) -> Option<String> {
+        let hint = match self.problems.len() {
+            0 => String::new(),
+            n => format!("; {n} configuration problem(s), see GET /api/v1/status or `validate`"),
+        };
+        let profiles = self.profiles.profiles();
+        if self.docs.is_empty() {
+            return Some(format!(
+                "no profile ConfigMap is loaded (expected ConfigMap {} or ConfigMaps labelled {}){hint}",
+                selector.base_name,
+                selector.label_selector()
+            ));
+        }
+        if profiles.is_empty() {
+            return Some(format!("the profile ConfigMaps define no profiles{hint}"));
+        }
+        let renders = |p: &profile::Profile| {
+            !p.services.is_empty()
+                && p.services.values().all(|s| {
+                    !s.resources.is_empty()
+                        && s.resources.iter().all(|r| self.template(&r.name, &r.path).is_some())
+                })
+        };
+        if !profiles.iter().any(renders) {
+            return Some(format!(
+                "none of the {} profile(s) has a service whose templates are all loaded, so no spawn would create a Ray cluster{hint}",
+                profiles.len()
+            ));
+        }
+        None
     }
 
     pub fn profiles(&self) -> &ProfileSet {
         &self.profiles
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// Why a referenced template that is not loaded failed to compile, if it exists.
@@ -255,12 +377,28 @@ pub enum DirError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: {at}: {message}")]
     Invalid { path: String, at: String, message: String },
+    #[error(
+        "{path} is larger than {max_bytes} bytes (16 ConfigMaps at --max-configmap-bytes); split it or raise that cap"
+    )]
+    TooLarge { path: String, max_bytes: usize },
 }
 
 /// Reads every `*.yaml`/`*.yml` file in the given folders (or files): one or many ConfigMap
 /// objects per file, `---`-separated, or `kind: List`. Other kinds are an error: these folders
-/// are meant to be `kubectl apply -f`-able as they are.
+/// are meant to be `kubectl apply -f`-able as they are. Files are capped at the default caps'
+/// [`Caps::file_bytes`]; see [`load_files`].
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<ConfigMapSource>, DirError> {
+    let files = load_files(paths, Caps::default().file_bytes())?;
+    Ok(files.into_iter().flat_map(|(_, cms)| cms).collect())
+}
+
+/// The ConfigMaps of each file, named as given; a file larger than `max_bytes` is refused
+/// after reading at most that much (`/dev/zero` too).
+pub fn load_files<P: AsRef<Path>>(
+    paths: &[P],
+    max_bytes: usize,
+) -> Result<Vec<(String, Vec<ConfigMapSource>)>, DirError> {
+    use std::io::Read;
     let mut files = Vec::new();
     for path in paths {
         let path = path.as_ref();
@@ -281,9 +419,18 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<ConfigMapSource>, D
     let mut out = Vec::new();
     for file in files {
         let shown = file.display().to_string();
-        let text =
-            std::fs::read_to_string(&file).map_err(|source| DirError::Io { path: shown.clone(), source })?;
-        out.extend(parse_configmaps(&shown, &text)?);
+        let io = |source| DirError::Io { path: shown.clone(), source };
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+        std::fs::File::open(&file).and_then(|f| f.take(limit).read_to_end(&mut bytes)).map_err(io)?;
+        if bytes.len() > max_bytes {
+            return Err(DirError::TooLarge { path: shown, max_bytes });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")))
+        })?;
+        let cms = parse_configmaps(&shown, &text)?;
+        out.push((shown, cms));
     }
     Ok(out)
 }
@@ -475,5 +622,143 @@ mod tests {
         assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
         assert!(catalog.profile_sources().count() >= 1);
         assert!(catalog.template_count() >= 1);
+    }
+
+    #[test]
+    fn a_catalog_no_spawn_can_use_says_why() {
+        let reason =
+            |cms: &[ConfigMapSource]| Catalog::build(&selector(), cms, None).unusable().map(str::to_owned);
+        let none = reason(&[]).unwrap();
+        assert!(
+            none.contains("no profile ConfigMap is loaded") && none.contains("jupyter-singleuser-profiles"),
+            "{none}"
+        );
+        let broken =
+            reason(&[cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: {")])]).unwrap();
+        assert!(broken.contains("1 configuration problem"), "{broken}");
+        let empty =
+            reason(&[cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: []")])]).unwrap();
+        assert!(empty.contains("define no profiles"), "{empty}");
+        let no_services =
+            cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: [{name: env-only}]")]);
+        assert!(reason(&[no_services]).unwrap().contains("none of the 1 profile(s)"));
+        let profiles_cm = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles("a", "p"))]);
+        assert!(reason(std::slice::from_ref(&profiles_cm)).unwrap().contains("templates are all loaded"));
+        let tpl = cm("tpl", &[], &[("a.yaml", TEMPLATE)]);
+        assert_eq!(reason(&[profiles_cm, tpl]), None);
+    }
+
+    #[test]
+    fn template_variables_no_service_defines_are_problems_at_load() {
+        let profiles_text = "profiles:\n- name: p\n  services:\n    svc:\n      configuration: {head_port: 1, nested: {a: 1}}\n      options: {workers: {type: integer, default: 1}}\n      resources:\n      - {name: tpl, path: a.yaml}\n";
+        let profiles_cm = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, profiles_text)]);
+        let good = "kind: ConfigMap\napiVersion: v1\nmetadata:\n  name: x-{{user}}\ndata:\n  a: '{{head_port}} {{nested.a}} {{options.workers}} {{username}}'\n";
+        let catalog = Catalog::build(&selector(), [&profiles_cm, &cm("tpl", &[], &[("a.yaml", good)])], None);
+        assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
+        let bad = "kind: ConfigMap\napiVersion: v1\nmetadata:\n  name: x-{{user}}\ndata:\n  a: '{{head_prot}}'\n  b: '{{nested.b}} {{options.wrokers}}'\n";
+        let catalog = Catalog::build(&selector(), [&profiles_cm, &cm("tpl", &[], &[("a.yaml", bad)])], None);
+        let problems = catalog.problems();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems.iter().all(|p| p.configmap == "tpl" && p.key.as_deref() == Some("a.yaml")));
+        assert_eq!(problems[0].line, Some(6));
+        assert!(problems[0].message.contains("did you mean `head_port`"), "{}", problems[0].message);
+        assert!(problems[2].message.contains("options.wrokers"), "{}", problems[2].message);
+        assert!(catalog.template("tpl", "a.yaml").is_some(), "the template stays loaded; renders say why");
+    }
+
+    fn one_template(template: &str, configuration: &str) -> [ConfigMapSource; 2] {
+        let profiles_text = format!(
+            "profiles:\n- name: p\n  services:\n    svc:\n      configuration: {configuration}\n      resources:\n      - {{name: tpl, path: a.yaml}}\n"
+        );
+        [
+            cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles_text)]),
+            cm("tpl", &[], &[("a.yaml", template)]),
+        ]
+    }
+
+    /// Finding 6 of issue 14: a Secret, a ClusterRoleBinding, a Namespace and a privileged
+    /// hostPath pod all loaded and rendered; invalid names passed.
+    #[test]
+    fn templates_the_policy_refuses_do_not_load_and_say_why() {
+        let cases = [
+            ("apiVersion: v1\nkind: Secret\nmetadata: {name: '{{cluster_name}}'}\n", "Secret"),
+            (
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: '{{cluster_name}}'}\nroleRef: {kind: ClusterRole, name: cluster-admin}\n",
+                "never created",
+            ),
+            ("apiVersion: v1\nkind: Namespace\nmetadata: {name: '{{cluster_name}}'}\n", "Namespace"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: '{{cluster_name}}'}\n", "--template-kinds"),
+            (
+                "apiVersion: ray.io/v1\nkind: RayCluster\nmetadata: {name: '{{cluster_name}}'}\nspec:\n  headGroupSpec:\n    template:\n      spec:\n        hostNetwork: true\n        volumes: [{name: r, hostPath: {path: /}}]\n        containers: [{name: c, securityContext: {privileged: true}}]\n",
+                "hostPath",
+            ),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: '{{username}}-svc'}\n", "metadata.name"),
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{cluster_name}}'\n  labels: {owner: '{{username}}'}\n",
+                "label owner value",
+            ),
+        ];
+        for (template, expected) in cases {
+            let catalog = Catalog::build(&selector(), &one_template(template, "{}"), None);
+            assert!(catalog.template("tpl", "a.yaml").is_none(), "{template}");
+            let error = catalog.template_error("tpl", "a.yaml").unwrap_or_else(|| panic!("{template}"));
+            assert_eq!(error.code(), "template_policy", "{error}");
+            let problem = &catalog.problems()[0];
+            assert_eq!((problem.configmap.as_str(), problem.key.as_deref()), ("tpl", Some("a.yaml")));
+            assert!(problem.message.contains(expected), "{expected}: {}", problem.message);
+            assert!(catalog.unusable().is_some(), "no profile can render: {template}");
+        }
+        let allowed = Rules { policy: Policy::new(&["Pod"]).unwrap(), ..Rules::default() };
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: '{{cluster_name}}'}\n";
+        let catalog = Catalog::build_with(&selector(), &allowed, &one_template(pod, "{}"), None);
+        assert!(catalog.template("tpl", "a.yaml").is_some(), "{:?}", catalog.problems());
+    }
+
+    #[test]
+    fn over_a_cap_is_refused_at_once_naming_the_cap() {
+        let caps = Caps { placeholders: 3, template_bytes: 400, configmap_bytes: 2000, ..Caps::default() };
+        let rules = Rules { caps, ..Rules::default() };
+        let many = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata: {{a: '{}'}}\n",
+            "{{user}}".repeat(3)
+        );
+        let large = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata: {{a: '{}'}}\n",
+            "x".repeat(400)
+        );
+        let huge = "x".repeat(3000);
+        for (template, cap) in [
+            (many.as_str(), "--max-placeholders"),
+            (large.as_str(), "--max-template-bytes"),
+            (huge.as_str(), "--max-configmap-bytes"),
+        ] {
+            let catalog = Catalog::build_with(&selector(), &rules, &one_template(template, "{}"), None);
+            assert!(
+                catalog.problems().iter().any(|p| p.message.contains(cap)),
+                "{cap}: {:#?}",
+                catalog.problems()
+            );
+            assert!(catalog.template("tpl", "a.yaml").is_none(), "{cap}");
+        }
+        let rendered = Rules { caps: Caps { rendered_bytes: 300, ..Caps::default() }, ..Rules::default() };
+        let list =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: '{{cluster_name}}'}\ndata: {a: '{{big}}'}\n";
+        let configuration = format!("{{big: '{}'}}", "y".repeat(400));
+        let catalog = Catalog::build_with(&selector(), &rendered, &one_template(list, &configuration), None);
+        assert!(catalog.problems()[0].message.contains("--max-rendered-bytes"), "{:#?}", catalog.problems());
+    }
+
+    /// Finding 5 of issue 14: a 214 KB template with 20,000 placeholders took minutes to load
+    /// (each placeholder's line was counted from the start). It loads; its speed is a benchmark.
+    #[test]
+    fn a_template_with_20000_placeholders_loads() {
+        let words = "{{ user }} ".repeat(19_999);
+        let template = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata:\n  a: '{words}'\n"
+        );
+        assert_eq!((template.len() / 1000, template.matches("{{").count()), (220, 20_000));
+        let catalog = Catalog::build(&selector(), &one_template(&template, "{}"), None);
+        assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
+        assert!(catalog.template("tpl", "a.yaml").is_some());
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::users::is_user_settings;
-use super::{Catalog, ConfigMapSource, ProfileSelector, UserIndex};
+use super::{Catalog, ConfigMapSource, ProfileSelector, Rules, UserIndex};
 use crate::labels::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::metrics::Metrics;
 
@@ -66,6 +66,7 @@ pub fn start(
     client: Client,
     namespace: &str,
     selector: ProfileSelector,
+    rules: Rules,
     metrics: Metrics,
 ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
     let source = format!("ConfigMaps in namespace {namespace}");
@@ -73,13 +74,18 @@ pub fn start(
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}!={MANAGED_BY}"));
     let events = watcher::watcher(api, config).default_backoff();
-    (rx, tokio::spawn(run(events, tx, selector, metrics)))
+    (rx, tokio::spawn(run(events, tx, selector, rules, metrics)))
 }
 
 /// Turns watch events into snapshots until the stream ends. Takes the stream rather than a
 /// client so that tests can feed it any sequence of events and errors.
-pub async fn run<S>(events: S, tx: watch::Sender<Snapshot>, selector: ProfileSelector, metrics: Metrics)
-where
+pub async fn run<S>(
+    events: S,
+    tx: watch::Sender<Snapshot>,
+    selector: ProfileSelector,
+    rules: Rules,
+    metrics: Metrics,
+) where
     S: Stream<Item = Result<Event<ConfigMap>, watcher::Error>> + Send,
 {
     let mut events = std::pin::pin!(events);
@@ -111,7 +117,7 @@ where
                 let (users, _) = UserIndex::split(&selector, all.values());
                 tx.send_modify(|s| s.users = Arc::new(users));
                 known = all.into_iter().filter(|(_, cm)| !is_user_settings(&selector, cm)).collect();
-                publish(&tx, &selector, &known, &metrics);
+                publish(&tx, &selector, &rules, &known, &metrics);
             }
             // A user's settings change that user's entry only: no catalog rebuild.
             Event::Apply(cm) if is_user_settings(&selector, &source_of_ref(&cm)) => {
@@ -119,19 +125,19 @@ where
                 tx.send_modify(|s| Arc::make_mut(&mut s.users).apply(&cm));
                 // It may have been a profile source until its label went.
                 if known.remove(&cm.name).is_some() {
-                    publish(&tx, &selector, &known, &metrics);
+                    publish(&tx, &selector, &rules, &known, &metrics);
                 }
             }
             Event::Apply(cm) => {
                 let cm = source_of(cm);
                 known.insert(cm.name.clone(), cm);
-                publish(&tx, &selector, &known, &metrics);
+                publish(&tx, &selector, &rules, &known, &metrics);
             }
             Event::Delete(cm) => {
                 let name = source_of(cm).name;
                 tx.send_modify(|s| Arc::make_mut(&mut s.users).remove(&name));
                 if known.remove(&name).is_some() {
-                    publish(&tx, &selector, &known, &metrics);
+                    publish(&tx, &selector, &rules, &known, &metrics);
                 }
             }
         }
@@ -145,11 +151,12 @@ fn now() -> String {
 fn publish(
     tx: &watch::Sender<Snapshot>,
     selector: &ProfileSelector,
+    rules: &Rules,
     known: &BTreeMap<String, ConfigMapSource>,
     metrics: &Metrics,
 ) {
     let previous = tx.borrow().catalog.clone();
-    let catalog = Catalog::build(selector, known.values(), Some(&previous));
+    let catalog = Catalog::build_with(selector, rules, known.values(), Some(&previous));
     for problem in catalog.problems().iter().filter(|p| !previous.problems().contains(p)) {
         tracing::warn!(configmap = %problem.configmap, key = ?problem.key, line = ?problem.line, "{problem}");
     }
@@ -219,7 +226,7 @@ mod tests {
     ) -> watch::Receiver<Snapshot> {
         let (tx, rx) = watch::channel(Snapshot::default());
         let silence = stream::iter(events).chain(stream::pending());
-        tokio::spawn(run(silence, tx, ProfileSelector::default(), metrics));
+        tokio::spawn(run(silence, tx, ProfileSelector::default(), Rules::default(), metrics));
         // The loop runs on this runtime; let it drain what it was given.
         tokio::time::sleep(Duration::from_millis(50)).await;
         rx

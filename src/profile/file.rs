@@ -83,13 +83,68 @@ pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, P
     }
 }
 
+/// The keys a profile entry may have (`Profile`'s fields; a test keeps the list in step).
+pub const PROFILE_KEYS: [&str; 18] = [
+    "name",
+    "slug",
+    "description",
+    "default",
+    "images",
+    "users",
+    "groups",
+    "env",
+    "resources",
+    "max_resources",
+    "node_tolerations",
+    "node_affinity",
+    "gpu",
+    "volumes",
+    "default_mount_path",
+    "services",
+    "wait",
+    "idle_timeout",
+];
+
+/// Keys of profile entries that nothing reads (`sevrices`), as warnings with the line and the
+/// nearest known key. JSP ignored them too, so they load; `validate` says so, since a misspelt
+/// key silently drops what it held.
+pub fn unknown_keys(text: &str) -> Vec<String> {
+    use crate::yaml::Node;
+    let Ok(mut documents) = crate::yaml::nodes(text, crate::yaml::MAX_DEPTH) else { return Vec::new() };
+    let Some(Node::Map(root)) = documents.pop() else { return Vec::new() };
+    let profiles = root.iter().find_map(|(k, v)| match (k, v) {
+        (Node::Scalar(s), Node::Seq(items)) if s.text == "profiles" => Some(items),
+        _ => None,
+    });
+    let mut warnings = Vec::new();
+    for (index, profile) in profiles.into_iter().flatten().enumerate() {
+        let Node::Map(fields) = profile else { continue };
+        for (key, _) in fields {
+            let Node::Scalar(key) = key else { continue };
+            if PROFILE_KEYS.contains(&key.text.as_str()) {
+                continue;
+            }
+            let nearest = PROFILE_KEYS.iter().min_by_key(|k| strsim::levenshtein(k, &key.text));
+            let hint = nearest
+                .filter(|k| strsim::levenshtein(k, &key.text) <= 3)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            warnings.push(format!(
+                "line {}: profiles[{index}] has the unknown key `{}`, which is ignored{hint}",
+                key.line, key.text
+            ));
+        }
+    }
+    warnings
+}
+
 /// JSP read profile documents with PyYAML (YAML 1.1), and the Kubernetes client made each env
 /// value `str()`: a plain `yes` was the boolean True, so the notebook got `True`; `010` was 8.
 /// The rest of the document reads as YAML 1.2 (see `crate::yaml`); env values are where the
 /// difference reached the notebook, so they take JSP's reading of their plain scalars.
 fn yaml11_env_values(doc: &mut ProfileDoc, text: &str) {
     use crate::yaml::{Node, Style};
-    let Ok(mut documents) = crate::yaml::nodes(text) else { return };
+    let Ok(mut documents) = crate::yaml::nodes(text, crate::yaml::MAX_DEPTH) else { return };
     let Some(Node::Map(root)) = documents.pop() else { return };
     let get = |entries: &[(Node, Node)], key: &str| {
         entries.iter().find(|(k, _)| matches!(k, Node::Scalar(s) if s.text == key)).map(|(_, v)| v.clone())

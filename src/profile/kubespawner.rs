@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::matching::{Requester, is_pattern};
 use super::merge::{Resolved, merge};
+use super::model::Profile;
 use super::resources::{Resources, quantity_value};
 use super::set::{ProfileChoice, ProfileSet};
 
@@ -21,20 +22,14 @@ impl ProfileSet {
     /// `kubespawner_override` (image when the profile pins exactly one non-pattern image,
     /// resources, tolerations, node affinity) and `profile_options.size` with one choice per size.
     pub fn kubespawner_profile_list(&self, who: &Requester, image: Option<&str>) -> Vec<Value> {
-        self.choices(who, image)
+        self.choices_with_profiles(who, image)
             .into_iter()
-            .filter_map(|choice| self.kubespawner_entry(who, image, choice))
+            .filter_map(|(choice, profiles)| self.kubespawner_entry(choice, &profiles))
             .collect()
     }
 
-    fn kubespawner_entry(
-        &self,
-        who: &Requester,
-        image: Option<&str>,
-        choice: ProfileChoice,
-    ) -> Option<Value> {
-        let (profiles, _) = self.select(who, image, Some(&choice.slug)).ok()?;
-        let mut overrides = overrides(&merge(&profiles, None, self.gpu_types()));
+    fn kubespawner_entry(&self, choice: ProfileChoice, profiles: &[&Profile]) -> Option<Value> {
+        let mut overrides = overrides(&merge(profiles, None, self.gpu_types()));
         if let [only] = choice.images.as_slice()
             && !is_pattern(only)
         {
@@ -65,7 +60,7 @@ impl ProfileSet {
                 );
             }
             for size in &choice.sizes {
-                let sized = merge(&profiles, Some(size), self.gpu_types());
+                let sized = merge(profiles, Some(size), self.gpu_types());
                 let display_name = match &size.description {
                     Some(description) => format!("{}: {description}", size.name),
                     None => size_summary(&size.name, &size.resources),

@@ -33,7 +33,7 @@ mod set;
 mod user_settings;
 mod volumes;
 
-pub use file::{PROFILES_KEY, ProfileDoc, ProfileFileError, parse_doc};
+pub use file::{PROFILES_KEY, ProfileDoc, ProfileFileError, parse_doc, unknown_keys};
 pub use kubespawner::kubespawner_resources;
 pub use matching::Requester;
 pub use merge::Resolved;

@@ -1025,3 +1025,27 @@ fn refused_values_deep_in_a_profile_are_named_by_serdes_own_path() {
         assert_eq!((e.field.as_deref(), e.line), (Some(field), Some(line)), "{yaml}: {e}");
     }
 }
+
+/// Issue 14 item 7: `validate` accepted unknown profile keys (`sevrices`) silently.
+#[test]
+fn unknown_profile_keys_are_warned_about_with_the_nearest_known_key() {
+    let text = "profiles:\n- name: a\n  sevrices: {}\n  colour: red\n- name: b\n  services: {}\n";
+    let warnings = super::unknown_keys(text);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("line 3") && warnings[0].contains("did you mean `services`"),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].contains("`colour`") && !warnings[1].contains("did you mean"), "{warnings:?}");
+}
+
+#[test]
+fn the_known_profile_keys_are_the_profile_fields() {
+    let fields: Vec<String> = match serde_json::to_value(super::Profile::default()).unwrap() {
+        serde_json::Value::Object(map) => map.keys().cloned().collect(),
+        other => panic!("{other}"),
+    };
+    for field in &fields {
+        assert!(super::file::PROFILE_KEYS.contains(&field.as_str()), "{field} is missing from PROFILE_KEYS");
+    }
+}

@@ -86,3 +86,116 @@ fn validate_passes_the_repo_and_names_every_problem_in_broken_files() {
         "{stdout}"
     );
 }
+
+/// Finding 3 of issue 14: with no profile ConfigMap (an empty folder, or one that does not
+/// parse) `render` and `validate` succeeded and `serve` was ready, answering empty spawns.
+#[tokio::test]
+async fn no_usable_profiles_fail_render_and_validate_and_serve_is_not_ready() {
+    let home = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(
+        broken.path().join("profiles.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: \"profiles: {\"\n",
+    )
+    .unwrap();
+    for dir in [empty.path(), broken.path()] {
+        let shown = dir.display().to_string();
+        let output = isolated(home.path())
+            .args(["render", "--user", "alice", "--profiles", &shown, "--templates", &shown])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "render {shown}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no profile ConfigMap is loaded"), "{stderr}");
+        assert!(output.stdout.is_empty(), "nothing rendered: {}", String::from_utf8_lossy(&output.stdout));
+
+        let output = isolated(home.path()).arg("validate").arg(dir).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "validate {shown}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+
+        let mut command = serve_command(home.path());
+        command.args(["--mode", "dry-run", "--profiles", &shown, "--templates", &shown]);
+        let service = Service::spawn(command).await;
+        let reply = client::call(service.addr, "GET", "/readyz", None, None).await.unwrap();
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(reply.text().contains("no profile ConfigMap is loaded"), "{}", reply.text());
+        let body = json!({"user": "alice"});
+        let reply = client::call(service.addr, "POST", "/api/v1/render", None, Some(&body)).await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.json()["code"].clone()), (503, json!("no_profiles")));
+    }
+}
+
+/// Finding 3 of issue 14: a template variable no service defines showed in neither
+/// /api/v1/status nor the problems metric, although every spawn with it got a 422.
+#[tokio::test]
+async fn a_template_variable_no_service_defines_shows_in_status_and_the_metric() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("profiles.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: x\n      services:\n        s:\n          resources: [{name: tpl, path: t.yaml}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("templates.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tpl}\ndata:\n  t.yaml: |\n    apiVersion: ray.io/v1\n    kind: RayCluster\n    metadata:\n      name: {{ cluster_nmae }}\n",
+    )
+    .unwrap();
+    let shown = dir.path().display().to_string();
+    let mut command = serve_command(home.path());
+    command.args(["--mode", "dry-run", "--profiles", &shown, "--templates", &shown]);
+    let service = Service::start(command).await;
+    let status = client::call(service.addr, "GET", "/api/v1/status", None, None).await.unwrap().json();
+    let problems = status["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{status:#}");
+    assert_eq!(
+        (&problems[0]["configmap"], &problems[0]["key"], &problems[0]["line"]),
+        (&json!("tpl"), &json!("t.yaml"), &json!(4))
+    );
+    assert!(problems[0]["message"].as_str().unwrap().contains("did you mean `cluster_name`"), "{status:#}");
+    let metrics = client::call(service.addr, "GET", "/metrics", None, None).await.unwrap().text();
+    assert!(metrics.contains("singleuser_profiles_config_problems 1"), "{metrics}");
+}
+
+/// Issue 14 items 5-7: `validate /dev/zero` read until out of memory; two same-named
+/// ConfigMaps silently let the last win; problems did not name their file; a Secret template
+/// and a misspelt profile key passed.
+#[test]
+fn validate_is_bounded_and_names_files_duplicates_policy_and_unknown_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let output = isolated(home.path()).args(["validate", "/dev/zero"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/dev/zero is larger than") && stderr.contains("--max-configmap-bytes"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: x\n      sevrices: {}\n      services:\n        s:\n          resources: [{name: tpl, path: t.yaml}]\n";
+    std::fs::write(dir.path().join("a-profiles.yaml"), profiles).unwrap();
+    std::fs::write(dir.path().join("b-again.yaml"), profiles).unwrap();
+    std::fs::write(
+        dir.path().join("templates.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tpl}\ndata:\n  t.yaml: |\n    apiVersion: v1\n    kind: Secret\n    metadata:\n      name: '{{ cluster_name }}'\n",
+    )
+    .unwrap();
+    let output = isolated(home.path()).arg("validate").arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let a = dir.path().join("a-profiles.yaml").display().to_string();
+    let b = dir.path().join("b-again.yaml").display().to_string();
+    assert!(stdout.contains(&format!("defined twice, in {a} and in {b}")), "{stdout}");
+    let templates = dir.path().join("templates.yaml").display().to_string();
+    assert!(
+        stdout.contains(&format!("error: {templates}: template ConfigMap tpl key t.yaml"))
+            && stdout.contains("refuses Secret"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warning: ") && stdout.contains("did you mean `services`"), "{stdout}");
+}

@@ -161,3 +161,76 @@ async fn an_odd_method_flood_leaves_the_series_count_fixed() {
     let after = scrape(service.addr).await;
     assert_eq!(series(&after), before, "{after}");
 }
+
+/// Finding 4 of issue 14: a `\n` in a user name wrote a forged line into the text log, ESC
+/// went through raw and `X-Request-Id` was logged unquoted. The real binary, text format.
+#[tokio::test]
+async fn the_text_log_escapes_what_callers_send() {
+    use std::io::{BufRead, BufReader};
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = serve_command(home.path());
+    command
+        .args(["--mode", "dry-run", "--log-format", "text", "--listen", &format!("127.0.0.1:{port}")])
+        .env("SUP_LOG_FORMAT", "text")
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client::call(addr, "GET", "/healthz", None, None).await.is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forged = "eve\n2026-12-02T00:00:00Z  INFO spawned user=admin\u{1b}[2J";
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for (path, body, expected) in [
+        ("/api/v1/spawn", serde_json::json!({"user": forged}), 200),
+        ("/api/v1/render", serde_json::json!({"user": "eve", "namespace": "Bad NS\nforged"}), 400),
+    ] {
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nx-request-id: abc status=200 user=admin\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (status, text) = read_response(&mut stream).await;
+        assert_eq!(status, expected, "{path}: {text}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Vec<String> = lines_rx.try_iter().collect();
+    let log = log.join("\n");
+    assert!(log.contains(r#"request_id="abc status=200 user=admin""#), "{log}");
+    assert!(log.contains(r#"user="eve\n2026-12-02T00:00:00Z  INFO spawned user=admin\u{1b}[2J""#), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    let forged_lines =
+        log.lines().filter(|l| l.starts_with("2026-12-02T00:00:00Z") || l.starts_with("forged"));
+    assert_eq!(forged_lines.count(), 0, "a forged line: {log}");
+}
+
+/// Finding 7 of issue 14: a client that stopped sending its body was logged as "too large".
+#[tokio::test]
+async fn a_client_that_leaves_mid_body_is_not_logged_as_too_large() {
+    let (service, _home) = service(&[]).await;
+    let mut stream = TcpStream::connect(service.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/spawn HTTP/1.1\r\nhost: x\r\nauthorization: token {HUB_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"user\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !service.log().contains("stopped sending its request body") {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!service.log().contains("too large"), "{}", service.log());
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/coredns/coredns/coremain"
 
 	// The plugins, each registering itself with Caddy's plugin table.
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -18,7 +19,7 @@ import (
 )
 
 // The order the plugins handle a query in, as in upstream's plugin.cfg.
-var directives = []string{"errors", "log", "health", "ready", "cache", "loop", "kubernetes"}
+var directives = []string{"bind", "ready", "health", "errors", "log", "cache", "kubernetes", "loop"}
 
 func main() {
 	dnsserver.Directives = directives

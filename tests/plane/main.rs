@@ -4,6 +4,7 @@
 
 mod control_plane;
 mod deploy;
+mod node;
 mod service;
 mod support;
 

@@ -897,8 +897,10 @@ impl ApiServer {
         Self { pid_file: state.join("pids/kube-apiserver.pid") }
     }
 
+    /// The pid file holds `<pid> <start time>` (the start time tells a recycled pid apart).
     fn pid(&self) -> u32 {
-        std::fs::read_to_string(&self.pid_file).unwrap().trim().parse().unwrap()
+        let record = std::fs::read_to_string(&self.pid_file).unwrap();
+        record.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid in the pid file")
     }
 
     /// Kills the API server and returns how to start it again: its command line.
@@ -934,7 +936,12 @@ impl ApiServer {
             .stderr(log)
             .spawn()
             .expect("restart the API server");
-        std::fs::write(&self.pid_file, child.id().to_string()).unwrap();
+        let pid = child.id();
+        // Field 22 of /proc/PID/stat, counted after the command name's closing parenthesis.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let started =
+            stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(19)).unwrap().to_owned();
+        std::fs::write(&self.pid_file, format!("{pid} {started}\n")).unwrap();
     }
 }
 

@@ -142,7 +142,38 @@ where
     Fut: Future<Output = ()>,
 {
     let client = admin_client().await;
-    let ns = create_temp_ns(&client).await;
+    let ns = create_temp_ns(&client, serde_json::json!({})).await;
+    run_then_delete_ns(client, ns, test).await;
+}
+
+/// Like [`with_temp_ns`], for a namespace whose pods run on the plane's real
+/// node: its annotations make the PodNodeSelector and PodTolerationRestriction
+/// admission plugins give every pod created in it (by a test, KubeRay or
+/// KubeSpawner alike) the real node's selector and the toleration of its taint,
+/// so no template needs to know. Also PodSecurity `restricted`.
+pub async fn with_real_node_ns<F, Fut>(test: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let label = cluster_env("SUP_TEST_REAL_NODE_LABEL");
+    let toleration = serde_json::json!([{
+        "key": label, "operator": "Equal", "value": "true", "effect": "NoSchedule",
+    }]);
+    let annotations = serde_json::json!({
+        "scheduler.alpha.kubernetes.io/node-selector": format!("{label}=true"),
+        "scheduler.alpha.kubernetes.io/defaultTolerations": toleration.to_string(),
+    });
+    let client = admin_client().await;
+    let ns = create_temp_ns(&client, annotations).await;
+    run_then_delete_ns(client, ns, test).await;
+}
+
+async fn run_then_delete_ns<F, Fut>(client: Client, ns: String, test: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let outcome = AssertUnwindSafe(test(client.clone(), ns.clone())).catch_unwind().await;
     let namespaces: Api<Namespace> = Api::all(client);
     let deleted = namespaces.delete(&ns, &DeleteParams::background()).await;
@@ -154,11 +185,12 @@ where
     }
 }
 
-async fn create_temp_ns(client: &Client) -> String {
+async fn create_temp_ns(client: &Client, annotations: serde_json::Value) -> String {
     let name = unique_name("sup-test");
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": name,
+            "annotations": annotations,
             "labels": {
                 "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/enforce-version": "latest",
@@ -191,5 +223,44 @@ pub fn api_error_code(err: &kube::Error) -> Option<u16> {
     match err {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
+    }
+}
+
+/// Runs `kubectl` (on PATH from `scripts/cluster env`) and returns its status,
+/// stdout and stderr.
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl (on PATH from `scripts/cluster env`) runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// While alive, a failing test prints what an operator would look at first:
+/// `kubectl describe` of the namespace's pods, its events and the last lines of
+/// every component log of the plane.
+pub struct DescribeOnPanic(pub String);
+
+impl Drop for DescribeOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let ns = self.0.as_str();
+        for args in [
+            &["describe", "pods", "-n", ns][..],
+            &["get", "events", "-n", ns, "--sort-by=.lastTimestamp"][..],
+        ] {
+            let (_, out, err) = kubectl(args);
+            eprintln!("----- kubectl {} -----\n{out}{err}", args.join(" "));
+        }
+        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster");
+        if let Ok(out) = std::process::Command::new(cluster).args(["logs", "30"]).output() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 }

@@ -18,7 +18,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use super::auth::{self, Caller, HubToken};
 use super::{ApiError, AppState};
@@ -30,7 +29,8 @@ use crate::settings::{SaveError, SettingsStore};
 pub const DEFAULT_PREFIX: &str = "/services/jsp-api/api";
 /// The browser's session: the hub's OAuth token for this service.
 const SESSION_COOKIE: &str = "singleuser-profiles-session";
-/// The OAuth `state` and where to go after the login, for the callback to check.
+/// `<this>-<state>` holds where to go after the login whose OAuth `state` it names: one cookie
+/// per login, since a page's calls start several at once (as JupyterHub's HubOAuth does).
 const STATE_COOKIE: &str = "singleuser-profiles-oauth-state";
 
 /// The launcher API's configuration and where it saves settings.
@@ -183,9 +183,9 @@ fn login_redirect(oauth: &OAuth, uri: &Uri) -> Response {
         .append_pair("response_type", "code")
         .append_pair("state", &state)
         .finish();
-    // `<state>.<next, form-encoded>`: both cookie-safe.
+    // The state is hex and `next` form-encoded: both cookie-safe.
     let cookie = format!(
-        "{STATE_COOKIE}={state}.{}; Path={}; HttpOnly; SameSite=Lax; Max-Age=600",
+        "{STATE_COOKIE}-{state}={}; Path={}; HttpOnly; SameSite=Lax; Max-Age=600",
         form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>(),
         oauth.cookie_path()
     );
@@ -224,22 +224,23 @@ async fn oauth_callback(
     if let Some(error) = callback.error {
         return Err(refused(&format!("the hub refused the login ({error}); go back and log in again")));
     }
-    let remembered = cookie(&headers, STATE_COOKIE).and_then(|c| c.split_once('.'));
-    let expected = remembered.map(|(state, _)| state);
-    let next = remembered.and_then(|(_, next)| {
-        form_urlencoded::parse(format!("n={next}").as_bytes()).next().map(|(_, next)| next.into_owned())
-    });
-    let next = next.as_deref().and_then(local_path).unwrap_or("/hub/");
-    let (Some(code), Some(given), Some(expected)) = (callback.code, callback.state, expected) else {
+    let (Some(code), Some(given)) = (callback.code, callback.state) else {
         return Err(refused(
-            "the login did not come back complete (code, state or this browser's login cookie missing); start again from the spawn page",
+            "the login did not come back complete (code or state missing); start again from the spawn page",
         ));
     };
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    // Only a state this browser was given has its cookie: that is the check.
+    let state_cookie = format!("{STATE_COOKIE}-{given}");
+    let Some(next) =
+        given.bytes().all(|b| b.is_ascii_hexdigit()).then(|| cookie(&headers, &state_cookie)).flatten()
+    else {
         return Err(refused(
-            "the login's state does not match this browser's; start again from the spawn page",
+            "this login was not started by this browser (or is older than 10 minutes); start again from the spawn page",
         ));
-    }
+    };
+    let next =
+        form_urlencoded::parse(format!("n={next}").as_bytes()).next().map(|(_, next)| next.into_owned());
+    let next = next.as_deref().and_then(local_path).unwrap_or("/hub/");
     let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("client_id", &oauth.client_id)
         .append_pair("client_secret", oauth.client_secret.secret())
@@ -277,7 +278,7 @@ async fn oauth_callback(
         if secure { "; Secure" } else { "" }
     );
     let mut response = redirect(next, Some(session));
-    let clear = format!("{STATE_COOKIE}=; Path={}; Max-Age=0", oauth.cookie_path());
+    let clear = format!("{state_cookie}=; Path={}; Max-Age=0", oauth.cookie_path());
     if let Ok(clear) = HeaderValue::from_str(&clear) {
         response.headers_mut().append(header::SET_COOKIE, clear);
     }

@@ -270,7 +270,10 @@ async fn a_browser_without_a_session_logs_in_through_the_hub() {
     let state = location.rsplit_once("state=").unwrap().1.to_owned();
     let cookies = set_cookies(&response);
     assert!(cookies[0].contains("HttpOnly") && cookies[0].contains("Path=/services/jsp-api"), "{cookies:?}");
-    let state_cookie = cookie_pair(&cookies[0]).to_owned();
+    // The page's other calls start logins of their own meanwhile; each keeps its own state.
+    let other =
+        app.clone().oneshot(Request::get(format!("{API}/sizes")).body(Body::empty()).unwrap()).await.unwrap();
+    let state_cookie = format!("{}; {}", cookie_pair(&set_cookies(&other)[0]), cookie_pair(&cookies[0]));
 
     // A POST without a session is refused, not redirected (fetch would follow it blindly).
     let (status, _) = call(&app, jsp("POST", "user/configmap", None, None, Some(json!({})))).await;

@@ -3,9 +3,10 @@ the listed build patches) as the real hub's spawn page, in headless Debian Chrom
 
 The hub (DummyAuthenticator, local single-user servers, our hooks) has the service as its
 `jsp-api` service behind the proxy, with OAuth: the page's calls log in through the hub. The
-service here is a dry run of its own (its settings in memory, the Ray cluster answered, not
-made); the ConfigMaps the cluster mode writes, and JSP's reading of them, are the plane
-test's (tests/plane: launcher_settings_are_jsp_configmaps_...).
+service is one of its own in cluster mode, watching the run's namespace (where it saves the
+users' settings); notebooks and their Ray clusters go to a namespace of this test's, so that
+the user's env reaches the local single-user server as values. That JSP reads the ConfigMaps
+saved is the plane test's (tests/plane: launcher_settings_are_jsp_configmaps_...).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from e2e_support import REPO, Hub, Settings, free_port, tail, wait_until
+from e2e_support import REPO, Hub, Settings, free_port, kubectl, ray_clusters, tail, wait_until
 
 HERE = Path(__file__).resolve().parent
 RAY, RAY_TAG = "docker.io/rayproject/ray", "2.60.0-py311"
@@ -45,12 +46,23 @@ c.JupyterHub.extra_handlers = [(r"/jsp-ui/(.*)", StaticFileHandler, {{"path": "{
 c.Spawner.options_form = "JSP's spawn page"  # any form: the hub then shows its spawn page
 # Another namespace than the service's: the user's env comes as values, which a local
 # spawner can inject (a reference to the ConfigMap needs KubeSpawner).
-c.SingleuserProfiles.namespace = "notebooks"
+c.SingleuserProfiles.namespace = "{notebooks}"
 '''
 
 
 @pytest.fixture(scope="module")
-def page_hub(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def notebooks(settings: Settings) -> Iterator[str]:
+    """The namespace of this test's notebooks and Ray clusters."""
+    ns = f"{settings.namespace}-nb"
+    kubectl("create", "namespace", ns)
+    kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    yield ns
+    kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s")
+
+
+@pytest.fixture(scope="module")
+def page_hub(settings: Settings, notebooks: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     ui = Path(os.environ["SUP_E2E_UI"])
     templates = tmp_path_factory.mktemp("jsp-templates")
     shutil.copy(ui / "templates" / "spawn.html", templates / "jsp-spawn.html")
@@ -60,7 +72,9 @@ def page_hub(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     log_path = settings.work / "spawn-page-service.log"
     log = open(log_path, "w")
     service = subprocess.Popen(
-        [os.environ["SUP_BINARY"], "serve", "--mode", "dry-run", "--listen", f"127.0.0.1:{port}",
+        # The local-process spawner runs no notebook pods: the reaper would take their clusters.
+        [os.environ["SUP_BINARY"], "serve", "--mode", "cluster", "--namespace", settings.namespace,
+         "--orphan-grace", "0", "--listen", f"127.0.0.1:{port}",
          "--hub-token-file", str(settings.token_file),
          "--hub-api-url", f"http://127.0.0.1:{hub_port}/hub/api",
          "--oauth-client-id", "service-jsp-api",
@@ -79,7 +93,7 @@ def page_hub(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         wait_until(ready, 30, "the spawn page's service to be ready", interval=0.2)
         extra = HUB_EXTRA.format(
             service_url=service_url, token=settings.token, wrapper=REPO / "hub/launcher-ui/hub-templates",
-            templates=templates, static=ui / "static")
+            templates=templates, static=ui / "static", notebooks=notebooks)
         hub = Hub(settings, service_url=service_url, extra_config=extra, port=hub_port)
         yield hub
     finally:
@@ -108,7 +122,8 @@ def browser(hub: Hub, user: str, *action: str) -> dict[str, Any]:
     return dict(summary)
 
 
-def test_the_spawn_page_starts_the_notebook_with_the_choices_and_remembers_them(page_hub: Hub) -> None:
+def test_the_spawn_page_starts_the_notebook_with_the_choices_and_remembers_them(
+        page_hub: Hub, notebooks: str) -> None:
     hub = page_hub
     for user in ("alice", "bob"):
         if hub.api("GET", f"/users/{user}").status_code == 404:
@@ -120,16 +135,18 @@ def test_the_spawn_page_starts_the_notebook_with_the_choices_and_remembers_them(
     assert any(c.startswith("GET /services/jsp-api/oauth_callback") for c in picked["calls"]), \
         "the page's calls logged in through the hub"
 
-    # The notebook started with the page's size and env var, and the Ray cluster's address.
+    # The notebook started with the page's size and env var, and its Ray cluster.
     server = wait_until(lambda: hub.user("alice")["servers"].get("", {}).get("ready") and
                         hub.user("alice")["servers"][""], 120, "alice's server to be ready")
     assert server["ready"]
     env = hub.singleuser_env("alice")["env"]
     assert env[ENV_NAME] == ENV_VALUE
     assert float(env["CPU_LIMIT"]) == 2.0 and int(env["MEM_LIMIT"]) == 4 * 2**30, "the size Medium"
-    assert env["RAY_ADDRESS"] == "ray://ray-alice-head-svc.notebooks.svc:10001"
+    assert env["RAY_ADDRESS"] == f"ray://ray-alice-head-svc.{notebooks}.svc:10001"
     assert env["RAY_CLUSTER"] == "ray-alice"
+    assert [c["metadata"]["name"] for c in ray_clusters(notebooks, "alice")] == ["ray-alice"]
     hub.stop_server("alice")
+    wait_until(lambda: not ray_clusters(notebooks, "alice"), 60, "alice's Ray cluster to go")
 
     # Back on the spawn page, the last choices are preselected.
     again = browser(hub, "alice", "look")

@@ -398,3 +398,6 @@ impl From<SaveError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests;

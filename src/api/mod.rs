@@ -198,6 +198,3 @@ impl AppState {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod jsp_tests;

@@ -227,7 +227,7 @@ async fn metrics_count_requests_and_latencies() {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     // With the launcher's images and browser login, so that each of its routes answers too.
-    let launcher = super::jsp_tests::launcher("http://127.0.0.1:9/hub/api");
+    let launcher = super::jsp::tests::launcher("http://127.0.0.1:9/hub/api");
     let app = dry_run(None).launcher(launcher).build().router.clone();
     let (status, text) = get(&app, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);

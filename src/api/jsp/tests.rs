@@ -9,8 +9,9 @@ use axum::routing::{get, post};
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::tests::{call, dry_run};
-use super::*;
+use super::super::tests::{call, dry_run};
+use super::super::*;
+use super::local_path;
 use crate::app::LauncherSetup;
 use crate::launcher::ImageList;
 
@@ -64,7 +65,7 @@ fn images() -> ImageList {
 }
 
 /// The launcher with two images and the browser login against the hub API at `api`.
-pub(super) fn launcher(api: &str) -> LauncherSetup {
+pub(in crate::api) fn launcher(api: &str) -> LauncherSetup {
     let oauth = OAuth {
         client_id: "service-jsp-api".into(),
         client_secret: HubToken::new(HUB_SECRET).unwrap(),
@@ -308,8 +309,8 @@ async fn a_browser_without_a_session_logs_in_through_the_hub() {
 
 #[test]
 fn only_local_paths_are_followed_after_a_login() {
-    assert_eq!(jsp::local_path("/hub/spawn"), Some("/hub/spawn"));
-    assert_eq!(jsp::local_path("//evil.example/x"), None);
-    assert_eq!(jsp::local_path("/\\evil.example"), None);
-    assert_eq!(jsp::local_path("https://evil.example/"), None);
+    assert_eq!(local_path("/hub/spawn"), Some("/hub/spawn"));
+    assert_eq!(local_path("//evil.example/x"), None);
+    assert_eq!(local_path("/\\evil.example"), None);
+    assert_eq!(local_path("https://evil.example/"), None);
 }

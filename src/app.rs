@@ -8,12 +8,14 @@ use axum::Router;
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::api::{self, AppState, Authenticator, Limits};
+use crate::api::{self, AppState, Authenticator, Launcher, Limits, OAuth};
 use crate::catalog::watch::{self as config_watch, Snapshot};
 use crate::catalog::{Catalog, ProfileSelector, Rules, UserIndex};
 use crate::cluster::{Clusters, DEFAULT_SPAWN_CONCURRENCY};
+use crate::launcher::ImageList;
 use crate::lifecycle::{self, Quota, Reaping};
 use crate::metrics::Metrics;
+use crate::settings::SettingsStore;
 use crate::spawn::{Backend, ClusterBackend, Planner};
 
 /// The built service: its router, its state, and its background tasks (stopped when dropped).
@@ -58,9 +60,25 @@ impl ClusterSetup {
 }
 
 enum Source {
+    /// The dry run's folders: users' settings saved go into this snapshot.
+    Fixed(watch::Sender<Snapshot>),
+    /// Driven by someone else: nothing is saved.
     Snapshot(watch::Receiver<Snapshot>),
     /// Boxed: the setup is large and built once.
     Cluster(Box<ClusterSetup>),
+}
+
+/// JSP's spawner API: where it is served, the images it offers, the browser login.
+pub struct LauncherSetup {
+    pub prefix: String,
+    pub images: ImageList,
+    pub oauth: Option<OAuth>,
+}
+
+impl Default for LauncherSetup {
+    fn default() -> Self {
+        Self { prefix: api::jsp::DEFAULT_PREFIX.to_owned(), images: ImageList::default(), oauth: None }
+    }
 }
 
 /// Builds an [`App`]; see [`App::dry_run`], [`App::cluster`] and [`App::from_snapshot`].
@@ -70,12 +88,13 @@ pub struct AppBuilder {
     auth: Authenticator,
     metrics: Metrics,
     limits: Limits,
+    launcher: LauncherSetup,
 }
 
 impl App {
     /// Serves a fixed catalog (the folders) and writes nothing.
     pub fn dry_run(catalog: Catalog, users: UserIndex, source: String, namespace: &str) -> AppBuilder {
-        Self::from_snapshot(config_watch::fixed(catalog, users, source), namespace)
+        AppBuilder::new(Source::Fixed(config_watch::fixed(catalog, users, source)), namespace)
     }
 
     /// Watches `namespace`'s ConfigMaps and applies for real.
@@ -97,7 +116,14 @@ impl AppBuilder {
             auth: Authenticator::default(),
             metrics: Metrics::default(),
             limits: Limits::default(),
+            launcher: LauncherSetup::default(),
         }
+    }
+
+    /// JSP's spawner API (default: at its default prefix, no images listed, tokens only).
+    pub fn launcher(mut self, launcher: LauncherSetup) -> Self {
+        self.launcher = launcher;
+        self
     }
 
     /// Who may call (default: nobody is checked).
@@ -119,18 +145,23 @@ impl AppBuilder {
     /// Builds the state and the router, and starts the background tasks (cluster mode: the
     /// ConfigMap watch and the lifecycle controller). Needs a Tokio runtime.
     pub fn build(self) -> App {
-        let AppBuilder { source, namespace, auth, metrics, limits } = self;
-        let (snapshot, backend, tasks) = match source {
-            Source::Snapshot(snapshot) => (snapshot, Backend::DryRun, Vec::new()),
+        let AppBuilder { source, namespace, auth, metrics, limits, launcher } = self;
+        let (snapshot, backend, store, tasks) = match source {
+            Source::Fixed(sender) => {
+                (sender.subscribe(), Backend::DryRun, SettingsStore::memory(sender), Vec::new())
+            }
+            Source::Snapshot(snapshot) => (snapshot, Backend::DryRun, SettingsStore::ReadOnly, Vec::new()),
             Source::Cluster(setup) => {
                 let ClusterSetup { client, selector, rules, reaping, quota, spawn_concurrency } = *setup;
                 let (snapshot, watch) =
                     config_watch::start(client.clone(), &namespace, selector, rules, metrics.clone());
                 let (owners, lifecycle) =
                     lifecycle::start(client.clone(), &namespace, reaping, metrics.clone());
+                let store =
+                    SettingsStore::Cluster(Box::new(kube::Api::namespaced(client.clone(), &namespace)));
                 let clusters = Clusters::with_spawn_concurrency(client, spawn_concurrency);
                 let backend = Backend::Cluster(ClusterBackend { clusters, owners, quota });
-                (snapshot, backend, vec![watch, lifecycle])
+                (snapshot, backend, store, vec![watch, lifecycle])
             }
         };
         let state = Arc::new(AppState {
@@ -140,6 +171,12 @@ impl AppBuilder {
             namespace,
             auth,
             metrics,
+            launcher: Launcher {
+                prefix: launcher.prefix,
+                images: launcher.images,
+                store,
+                oauth: launcher.oauth,
+            },
             shutting_down: Arc::new(AtomicBool::new(false)),
         });
         App { router: api::router(state.clone(), limits), state, tasks }

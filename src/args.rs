@@ -183,6 +183,9 @@ pub struct ServeArgs {
     /// Open connections at most; past it, accepting waits until one closes.
     #[arg(long, env = "SUP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// JSP's spawner API (boxed: the serve command's arguments are large enough already).
+    #[command(flatten)]
+    pub launcher: Box<LauncherArgs>,
     /// Seconds between SIGTERM and closing the listener: readiness is false meanwhile, so load
     /// balancers stop sending work before connections are refused.
     #[arg(long, env = "SUP_SHUTDOWN_DELAY", default_value_t = 5)]
@@ -190,6 +193,31 @@ pub struct ServeArgs {
     /// Seconds to drain in-flight requests after the listener closed.
     #[arg(long, env = "SUP_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+}
+
+/// JSP's spawner API and the spawn page's browser login.
+#[derive(Debug, Args)]
+pub struct LauncherArgs {
+    /// Path prefix of JSP's spawner API (JupyterHub's proxy forwards `/services/<name>/` unchanged).
+    #[arg(long, env = "SUP_JSP_API_PREFIX", default_value = crate::api::jsp::DEFAULT_PREFIX, value_parser = parse_prefix)]
+    pub jsp_api_prefix: String,
+    /// Images the spawn page offers beside the profiles' exact images: `repository:tag`, comma-separated.
+    #[arg(long, env = "SUP_LAUNCHER_IMAGES", value_delimiter = ',')]
+    pub launcher_images: Vec<String>,
+    /// The image of a user who picked none [default: the first offered].
+    #[arg(long, env = "SUP_LAUNCHER_DEFAULT_IMAGE")]
+    pub launcher_default_image: Option<String>,
+    /// The service's OAuth client id in JupyterHub (`service-<name>`): browsers without a
+    /// session are sent through the hub's login. Needs --hub-api-url and the hub token (the
+    /// service's `api_token`, its client secret).
+    #[arg(long, env = "SUP_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+    /// The callback path registered as the service's `oauth_redirect_uri`.
+    #[arg(long, env = "SUP_OAUTH_REDIRECT_URI", default_value = "/services/jsp-api/oauth_callback")]
+    pub oauth_redirect_uri: String,
+    /// The hub's authorize endpoint as the browser reaches it.
+    #[arg(long, env = "SUP_OAUTH_AUTHORIZE_URL", default_value = "/hub/api/oauth2/authorize")]
+    pub oauth_authorize_url: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -241,6 +269,15 @@ pub struct ValidateArgs {
     pub rules: RulesArgs,
 }
 
+/// A path prefix: starts with `/`, no trailing `/`, not the root.
+fn parse_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.trim().trim_end_matches('/');
+    match prefix.starts_with('/') && prefix.len() > 1 {
+        true => Ok(prefix.to_owned()),
+        false => Err(format!("`{text}` is no path prefix: give one like /services/jsp-api/api")),
+    }
+}
+
 /// `name=value`; the value is JSON when it parses as a number or boolean, else a string.
 fn parse_option(text: &str) -> Result<(String, Value), String> {
     let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not name=value"))?;
@@ -261,5 +298,12 @@ mod tests {
         assert_eq!(parse_option("gpu=true").unwrap(), ("gpu".into(), serde_json::json!(true)));
         assert_eq!(parse_option("mode=fast").unwrap(), ("mode".into(), serde_json::json!("fast")));
         assert!(parse_option("novalue").is_err());
+    }
+
+    #[test]
+    fn prefixes_are_paths_without_a_trailing_slash() {
+        assert_eq!(parse_prefix("/services/jsp-api/api/").unwrap(), "/services/jsp-api/api");
+        assert!(parse_prefix("/").is_err());
+        assert!(parse_prefix("services").is_err());
     }
 }

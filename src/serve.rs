@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use kube::Client;
 
+use crate::api::OAuth;
 use crate::api::listener::{self, ConnectionLimits};
 use crate::api::{Authenticator, HubToken, Limits, Verifier};
-use crate::app::{App, ClusterSetup};
+use crate::app::{App, ClusterSetup, LauncherSetup};
 use crate::args::{Mode, ServeArgs};
 use crate::cluster;
+use crate::launcher::ImageList;
 use crate::lifecycle::{Quota, Reaping};
 use crate::metrics::Metrics;
 
@@ -74,6 +76,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         verifiers.push(Verifier::TokenReview(client));
     }
     let auth = Authenticator::new(hub_token.clone(), verifiers);
+    let launcher = launcher_setup(&args, hub_token.as_ref())?;
 
     let builder = match client {
         Some(client) => {
@@ -129,7 +132,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         request_timeout: Duration::from_secs(args.request_timeout),
         spawn_timeout: Duration::from_secs(args.spawn_timeout),
     };
-    let app = builder.auth(auth).metrics(metrics.clone()).limits(limits).build();
+    let app = builder.auth(auth).metrics(metrics.clone()).limits(limits).launcher(launcher).build();
     let connections = ConnectionLimits {
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
@@ -155,6 +158,39 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     };
     listener::serve(listener, app.router.clone(), connections, metrics, shutdown, grace).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// JSP's spawner API: its prefix, images and (with a client id) the browser login.
+fn launcher_setup(args: &ServeArgs, hub_token: Option<&HubToken>) -> Result<LauncherSetup, String> {
+    let launcher = &args.launcher;
+    let images = ImageList {
+        images: launcher.launcher_images.clone(),
+        default: launcher.launcher_default_image.clone(),
+    };
+    for problem in images.problems() {
+        tracing::warn!("{problem}");
+    }
+    let oauth = match &launcher.oauth_client_id {
+        None => None,
+        Some(client_id) => {
+            let api = args.hub_api_url.as_deref().ok_or("--oauth-client-id needs --hub-api-url")?;
+            let secret =
+                hub_token.ok_or("--oauth-client-id needs the hub token (the service's api_token)")?;
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(args.api_timeout))
+                .build()
+                .map_err(|e| e.to_string())?;
+            Some(OAuth {
+                client_id: client_id.clone(),
+                client_secret: secret.clone(),
+                callback_path: launcher.oauth_redirect_uri.clone(),
+                authorize_url: launcher.oauth_authorize_url.clone(),
+                token_url: format!("{}/oauth2/token", api.trim_end_matches('/')),
+                http,
+            })
+        }
+    };
+    Ok(LauncherSetup { prefix: launcher.jsp_api_prefix.clone(), images, oauth })
 }
 
 async fn shutdown_signal() {

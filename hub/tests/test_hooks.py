@@ -123,6 +123,27 @@ async def test_spawn_request_image_fallbacks_and_no_size_choice() -> None:
     assert spawn_request(local)["image"] == "ray-ml-notebook:2.60"
 
 
+async def test_jsp_spawn_page_choices_are_the_spawn_request() -> None:
+    """JSP's spawn page starts the server with the user's saved settings as the body."""
+    saved = {"gpu": 0, "last_selected_image": "docker.io/rayproject/ray:2.60.0-py311",
+             "last_selected_size": "Medium", "env": [{"name": "A", "type": "text", "value": "1"}]}
+    kube = kube_spawner(image="quay.io/jupyterhub/k8s-singleuser-sample:4", user_options=saved)
+    body = spawn_request(kube)
+    assert body["image"] == "docker.io/rayproject/ray:2.60.0-py311"
+    assert body["size"] == "Medium"
+    default = kube_spawner(user_options={**saved, "last_selected_size": "Default"})
+    assert "size" not in spawn_request(default)  # the page's "Default": the profile's resources
+
+
+async def test_pre_spawn_takes_the_jsp_spawn_page_image(settings_env: Service) -> None:
+    spawner = kube_spawner(image="quay.io/jupyterhub/k8s-singleuser-sample:4",
+                           user_options={"last_selected_image": "docker.io/rayproject/ray:2.60.0-py311",
+                                         "last_selected_size": "Small"})
+    await pre_spawn_hook(spawner)
+    assert spawner.image == "docker.io/rayproject/ray:2.60.0-py311"
+    assert spawner.cpu_limit == 1.0  # the size Small
+
+
 def test_resources_are_taken_in_kubespawner_units_as_answered() -> None:
     """The service answers cores and bytes (`pod.kubespawner`); the hook parses no quantity."""
     spawner = local_spawner()

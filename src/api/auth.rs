@@ -29,6 +29,11 @@ impl HubToken {
         (!token.is_empty()).then(|| Self(Arc::from(token.as_bytes())))
     }
 
+    /// The token itself, to present to JupyterHub (as the service's OAuth client secret).
+    pub(super) fn secret(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("made from a str")
+    }
+
     fn matches(&self, presented: &str) -> bool {
         self.0.ct_eq(presented.as_bytes()).into()
     }
@@ -43,8 +48,10 @@ impl std::fmt::Debug for HubToken {
 /// The identity a request acts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// The hub, or a JupyterHub admin: may act for any user.
+    /// The hub: may act for any user.
     Hub,
+    /// A JupyterHub admin: may act for any user, and has settings of their own.
+    Admin(String),
     /// A user: may act only for their own servers.
     User(String),
     /// Nobody checked: the open dry-run mode.
@@ -55,7 +62,7 @@ impl Caller {
     /// 403 unless this caller may see or change `user`'s servers.
     pub fn may_act_for(&self, user: &str) -> Result<(), ApiError> {
         match self {
-            Caller::Hub | Caller::Open => Ok(()),
+            Caller::Hub | Caller::Admin(_) | Caller::Open => Ok(()),
             Caller::User(name) if name == user => Ok(()),
             Caller::User(name) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -144,7 +151,8 @@ impl Verifier {
                             .await
                             .map_err(|e| VerifierDown(format!("JupyterHub API answered oddly: {e}")))?;
                         Ok(Some(match (model.admin, model.kind.as_deref()) {
-                            (true, _) => Caller::Hub,
+                            (true, None | Some("user")) => Caller::Admin(model.name),
+                            (true, Some(_)) => Caller::Hub,
                             (false, None | Some("user")) => Caller::User(model.name),
                             // A non-admin service owns no servers.
                             (false, Some(_)) => return Ok(None),
@@ -213,7 +221,7 @@ impl Authenticator {
         self.hub_token.is_none() && self.verifiers.is_empty()
     }
 
-    async fn caller(&self, presented: Option<&str>) -> Result<Caller, ApiError> {
+    pub(super) async fn caller(&self, presented: Option<&str>) -> Result<Caller, ApiError> {
         if self.is_open() {
             return Ok(Caller::Open);
         }
@@ -260,7 +268,7 @@ impl Authenticator {
 }
 
 /// Accepts `Authorization: token <t>` (JupyterHub's style) and `Bearer <t>`.
-fn presented(request: &Request) -> Option<&str> {
+pub(super) fn presented(request: &Request) -> Option<&str> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| token.trim())
@@ -304,6 +312,7 @@ mod tests {
     #[test]
     fn users_act_only_for_themselves() {
         assert!(Caller::Hub.may_act_for("bob").is_ok());
+        assert!(Caller::Admin("ann".into()).may_act_for("bob").is_ok());
         assert!(Caller::Open.may_act_for("bob").is_ok());
         assert!(Caller::User("alice".into()).may_act_for("alice").is_ok());
         let refused = Caller::User("alice".into()).may_act_for("bob").unwrap_err();

@@ -4,6 +4,7 @@ mod auth;
 mod error;
 mod extract;
 mod handlers;
+pub mod jsp;
 pub mod listener;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use auth::{Authenticator, Caller, HubToken, Verifier};
 pub use error::{ApiError, ErrorBody};
+pub use jsp::{Launcher, OAuth};
 
 use crate::catalog::watch::Snapshot;
 use crate::metrics::{Metrics, RequestLabels};
@@ -44,6 +46,8 @@ pub struct AppState {
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).
     pub auth: Authenticator,
     pub metrics: Metrics,
+    /// JSP's spawner API: its images and where users' settings are saved.
+    pub launcher: Launcher,
     /// Set on SIGTERM: readiness turns false so load balancers stop sending work.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -84,16 +88,19 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/api/v1/users/{user}/servers/{server}", delete(handlers::stop_named_server))
         .layer(middleware::from_fn(move |request, next| deadline(limits.request_timeout, request, next)))
         .merge(spawn)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-                })
-                // One line per answered request (status, latency) for whoever reads the log.
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
-        );
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    // JSP's API authenticates on its own (browser sessions, For-User).
+    let launcher = jsp::router(&state)
+        .layer(middleware::from_fn(move |request, next| deadline(limits.request_timeout, request, next)));
+    let api = api.merge(launcher).layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|request: &Request| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            })
+            // One line per answered request (status, latency) for whoever reads the log.
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
+    );
     Router::new()
         .merge(api)
         .route("/healthz", get(|| async { "ok" }))

@@ -13,7 +13,7 @@ use crate::app::{App, AppBuilder};
 use crate::catalog::{self, Catalog, ProfileSelector};
 
 /// The repo's folders in a dry run, spawning into `notebooks`.
-fn dry_run(hub_token: Option<&str>) -> AppBuilder {
+pub(super) fn dry_run(hub_token: Option<&str>) -> AppBuilder {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cms = catalog::load_paths(&[root.join("profiles"), root.join("templates")]).unwrap();
     // A user's settings as JSP's spawn page saved them.
@@ -30,7 +30,7 @@ fn dry_run(hub_token: Option<&str>) -> AppBuilder {
         .auth(Authenticator::new(hub_token.and_then(HubToken::new), vec![]))
 }
 
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+pub(super) async fn call(app: &Router, request: Request<Body>) -> (StatusCode, String) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -226,7 +226,9 @@ async fn metrics_count_requests_and_latencies() {
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
-    let app = app();
+    // With the launcher's images and browser login, so that each of its routes answers too.
+    let launcher = super::jsp::tests::launcher("http://127.0.0.1:9/hub/api");
+    let app = dry_run(None).launcher(launcher).build().router.clone();
     let (status, text) = get(&app, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     let doc: Value = serde_json::from_str(&text).unwrap();
@@ -245,12 +247,25 @@ async fn the_openapi_document_describes_every_route() {
         ("/metrics", "get"),
         ("/openapi.yaml", "get"),
         ("/openapi.json", "get"),
+        ("/services/jsp-api/api/whoami", "get"),
+        ("/services/jsp-api/api/instance", "get"),
+        ("/services/jsp-api/api/user/configmap", "get"),
+        ("/services/jsp-api/api/user/configmap", "post"),
+        ("/services/jsp-api/api/ui/config", "get"),
+        ("/services/jsp-api/api/images", "get"),
+        ("/services/jsp-api/api/images/default", "get"),
+        ("/services/jsp-api/api/sizes", "get"),
+        ("/services/jsp-api/api/size/{size_name}", "get"),
+        ("/services/jsp-api/oauth_callback", "get"),
     ];
-    assert_eq!(paths.len(), routes.len(), "every documented path is a route");
+    let methods: usize =
+        paths.values().map(|p| p.as_object().unwrap().keys().filter(|k| *k != "parameters").count()).sum();
+    assert_eq!(methods, routes.len(), "every documented operation is a route");
     for (path, method) in routes {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
         // And every documented route answers something other than the fallback's 404.
-        let concrete = path.replace("{user}", "alice").replace("{server}", "gpu");
+        let concrete =
+            path.replace("{user}", "alice").replace("{server}", "gpu").replace("{size_name}", "Small");
         let request = Request::builder().method(method.to_uppercase().as_str()).uri(&concrete);
         let request =
             request.header("content-type", "application/json").body(Body::from("{\"user\": \"a\"}"));

@@ -45,8 +45,9 @@ pub struct WatchError {
     pub at: String,
 }
 
-/// Builds the snapshot of a folder source once.
-pub fn fixed(catalog: Catalog, users: UserIndex, source: String) -> watch::Receiver<Snapshot> {
+/// Builds the snapshot of a folder source once; the dry run saves users' settings through the
+/// sender.
+pub fn fixed(catalog: Catalog, users: UserIndex, source: String) -> watch::Sender<Snapshot> {
     let snapshot = Snapshot {
         catalog: Arc::new(catalog),
         users: Arc::new(users),
@@ -54,7 +55,7 @@ pub fn fixed(catalog: Catalog, users: UserIndex, source: String) -> watch::Recei
         watch_error: None,
         source,
     };
-    watch::channel(snapshot).1
+    watch::channel(snapshot).0
 }
 
 /// Starts watching `namespace` and returns the receiving end of the snapshots.

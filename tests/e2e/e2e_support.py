@@ -211,12 +211,15 @@ c.SingleuserProfiles.progress_interval = 2
 class Hub:
     """A real JupyterHub (DummyAuthenticator, local single-user servers, our hooks)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, service_url: str = "", extra_config: str = "",
+                 port: int = 0) -> None:
+        """`service_url`: the service the hooks call (default: the run's); `extra_config` is
+        appended to jupyterhub_config.py; `port`: the public port (default: a free one)."""
         self.settings = settings
         self.id = uuid.uuid4().hex[:10]
         self.dir = settings.work / f"hub-{self.id}"
         (self.dir / "home").mkdir(parents=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = uuid.uuid4().hex
         self.password = "e2e-" + uuid.uuid4().hex[:8]
@@ -226,9 +229,9 @@ class Hub:
             port=self.port, hub_port=free_port(), proxy_api_port=free_port(), dir=self.dir,
             chp=settings.chp, proxy_token=uuid.uuid4().hex, password=self.password,
             admin_token=self.admin_token, wrapper=HERE / "singleuser_wrapper.py",
-            service_url=settings.url, token_file=settings.token_file,
+            service_url=service_url or settings.url, token_file=settings.token_file,
             namespace=settings.namespace,
-        ))
+        ) + extra_config)
         env = {**os.environ, "SUP_E2E_HUB": self.id}
         env.pop("JUPYTERHUB_API_TOKEN", None)
         self.log_file = open(self.log_path, "w")

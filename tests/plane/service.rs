@@ -1147,3 +1147,87 @@ data:
     })
     .await;
 }
+
+/// What JSP 0.7.0's own `user.py` reads from `configmaps` (tests/jsp/user_settings.py in the
+/// JSP virtualenv tests/jsp/venv builds or reuses).
+fn jsp_reads(ns: &str, user: &str, configmaps: &[ConfigMap]) -> Value {
+    use std::io::Write;
+    let jsp = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jsp");
+    let venv = std::process::Command::new(jsp.join("venv")).output().expect("tests/jsp/venv runs");
+    assert!(venv.status.success(), "tests/jsp/venv: {}", String::from_utf8_lossy(&venv.stderr));
+    let python = format!("{}/bin/python", String::from_utf8(venv.stdout).unwrap().trim());
+    let configmaps: Vec<Value> = configmaps
+        .iter()
+        .map(|cm| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": cm.metadata.name, "labels": cm.metadata.labels}, "data": cm.data})
+        })
+        .collect();
+    let mut child = std::process::Command::new(python)
+        .arg("user_settings.py")
+        .current_dir(&jsp)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the JSP virtualenv's python runs");
+    let request = json!({"namespace": ns, "user": user, "configmaps": configmaps});
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "user_settings.py: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// JSP's spawn page saves a user's choices through the launcher API, one field per call: JSP's
+/// own ConfigMaps, applied for real, which JSP 0.7.0's `user.py` reads as saved and which the
+/// watch brings into the user's next spawn. Another user's token cannot read them.
+#[tokio::test]
+async fn launcher_settings_are_jsp_configmaps_that_jsp_reads_and_the_spawn_takes() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let service = Service::start(&client, &ns).await;
+        let alice = User::Alice.token();
+        let path = "/services/jsp-api/api/user/configmap";
+        let image = "docker.io/rayproject/ray:2.60.0-py311";
+        let env = json!([{"name": "MY_VAR", "type": "text", "value": "from the launcher"}]);
+        for change in [
+            json!({"last_selected_image": image}),
+            json!({"last_selected_size": "Medium"}),
+            json!({"gpu": 0}),
+            json!({"env": env}),
+        ] {
+            let (status, answer) =
+                service.call_as(Some(&alice), "POST", path, Some(change.to_string())).await;
+            assert_eq!(status, StatusCode::OK, "{answer:#}");
+        }
+        let saved =
+            json!({"gpu": 0, "last_selected_image": image, "last_selected_size": "Medium", "env": env});
+
+        let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+        let presets = api.get("jupyterhub-singleuser-profile-alice").await.unwrap();
+        let envs = api.get("jupyterhub-singleuser-profile-alice-envs").await.unwrap();
+        assert_eq!(presets.metadata.labels.as_ref().unwrap()["app"], "jupyterhub", "JSP's label");
+        assert_eq!(envs.data.as_ref().unwrap()["MY_VAR"], "from the launcher");
+        assert_eq!(jsp_reads(&ns, "alice", &[presets, envs]), saved, "JSP's user.py reads what was saved");
+
+        // The watch brings them into the service: the page's GET and the next spawn.
+        let (_, answer) = wait_for(Duration::from_secs(10), "alice's settings in the watch", || async {
+            let (status, view) = service.call_as(Some(&alice), "GET", path, None).await;
+            (status == StatusCode::OK && view == saved).then_some(())?;
+            let (status, answer) =
+                service.call("POST", "/api/v1/render", Some(json!({"user": "alice"}))).await;
+            Some((status, answer))
+        })
+        .await;
+        assert_eq!(answer["profile"]["size"], "Medium", "{answer:#}");
+        assert!(
+            answer["profile"]["env"].as_array().unwrap().iter().any(|e| e["name"] == "MY_VAR"),
+            "{answer:#}"
+        );
+
+        // bob's token reads bob's (empty) settings, never alice's.
+        let (status, bob) = service.call_as(Some(&User::Bob.token()), "GET", path, None).await;
+        assert_eq!((status, bob["last_selected_size"].clone()), (StatusCode::OK, json!("")));
+    })
+    .await;
+}

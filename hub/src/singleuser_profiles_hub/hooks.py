@@ -35,7 +35,8 @@ __all__ = [
 
 ENV_PREFIX = "SINGLEUSER_PROFILES_"
 PROGRESS_ATTR = "_singleuser_profiles_progress"
-# KubeSpawner's "no size" choice in the profile_list this package serves.
+# KubeSpawner's "no size" choice in the profile_list this package serves (JSP's spawn page
+# calls the same choice "Default").
 NO_SIZE = "default"
 
 
@@ -231,6 +232,10 @@ class SingleuserProfiles(LoggingConfigurable):
     async def pre_spawn_hook(self, spawner: Any) -> dict[str, Any]:
         """Creates the user's Ray cluster and wires the notebook to it; returns the answer."""
         body = spawn_request(spawner, namespace=self.namespace_for(spawner))
+        launcher_image = _launcher_choice(spawner, "last_selected_image")
+        if launcher_image and _has(spawner, "image"):
+            # JSP's spawn page picked the notebook's image too, as ODH's hub applied it.
+            spawner.image = launcher_image
         reporter = _Progress()
         setattr(spawner, PROGRESS_ATTR, reporter)
         who = _log_name(spawner)
@@ -395,10 +400,18 @@ def _groups(spawner: Any) -> list[str]:
     return sorted({g if isinstance(g, str) else g.name for g in groups})
 
 
+def _launcher_choice(spawner: Any, key: str) -> str:
+    """What JSP's spawn page chose: it starts the server with the user's saved settings as the
+    body (`last_selected_image`, `last_selected_size`, `gpu`, `env`), which become user_options.
+    The env needs nothing here: the service refers the notebook to the user's env ConfigMap."""
+    value = (getattr(spawner, "user_options", None) or {}).get(key)
+    return value if isinstance(value, str) else ""
+
+
 def _image(spawner: Any, options: Mapping[str, Any]) -> str:
     # The user's explicit choice first (KubeSpawner applies it to `image` only later, in
     # start()), then the spawner's image (KubeSpawner), then JUPYTER_IMAGE_SPEC.
-    chosen = options.get("image")
+    chosen = options.get("image") or _launcher_choice(spawner, "last_selected_image")
     if isinstance(chosen, str) and chosen:
         return chosen
     image = getattr(spawner, "image", None)
@@ -415,7 +428,8 @@ def spawn_request(spawner: Any, namespace: str = "") -> dict[str, Any]:
 
     From `user_options`: `profile` (a profile slug, as KubeSpawner's profile_list sends it),
     `size` (KubeSpawner's `default` choice means the profile's own resources), `options`
-    (a map of the profile's typed options, e.g. `{"workers": 3}`) and `image`.
+    (a map of the profile's typed options, e.g. `{"workers": 3}`) and `image`; or what JSP's
+    spawn page sends, `last_selected_image` and `last_selected_size`.
     """
     options = dict(getattr(spawner, "user_options", None) or {})
     body: dict[str, Any] = {
@@ -429,7 +443,7 @@ def spawn_request(spawner: Any, namespace: str = "") -> dict[str, Any]:
     profile = options.get("profile")
     if isinstance(profile, str) and profile:
         body["profile"] = profile
-    size = options.get("size")
+    size = options.get("size") or _launcher_choice(spawner, "last_selected_size")
     if isinstance(size, str) and size and size.lower() != NO_SIZE:
         body["size"] = size
     chosen = options.get("options")

@@ -286,7 +286,8 @@ fn hostile() {
         );
     });
 
-    println!("\n## hostile ConfigMaps (in process, release build)");
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    println!("\n## hostile ConfigMaps (in process, {build} build)");
     let selector = ProfileSelector::default();
     let profiles =
         "profiles:\n- name: p\n  services:\n    s:\n      resources: [{name: tpl, path: t.yaml}]\n";

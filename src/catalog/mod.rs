@@ -190,13 +190,15 @@ impl Catalog {
             match profile::parse_doc(&cm.name, PROFILES_KEY, text) {
                 Ok(doc) => docs.push((cm.name.clone(), Arc::from(text.as_str()), Arc::new(doc))),
                 Err(err) => {
-                    problems.push(ConfigProblem {
-                        configmap: cm.name.clone(),
-                        key: Some(PROFILES_KEY.to_owned()),
-                        line: err.line,
-                        message: err.to_string(),
-                        serving_last_good: last_good.is_some(),
-                    });
+                    for err in std::iter::once(&err).chain(&err.more) {
+                        problems.push(ConfigProblem {
+                            configmap: cm.name.clone(),
+                            key: Some(PROFILES_KEY.to_owned()),
+                            line: err.line,
+                            message: err.to_string(),
+                            serving_last_good: last_good.is_some(),
+                        });
+                    }
                     docs.extend(last_good.cloned());
                 }
             }
@@ -760,5 +762,25 @@ mod tests {
         let catalog = Catalog::build(&selector(), &one_template(&template, "{}"), None);
         assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
         assert!(catalog.template("tpl", "a.yaml").is_some());
+    }
+
+    /// Issue 14 item 7: only the first problem of a profile document was reported.
+    #[test]
+    fn every_broken_profile_of_a_document_is_reported() {
+        let text =
+            "profiles:\n- name: a\n  default: true\n- name: b\n  slug: ''\n- name: c\n  images: ['[']\n";
+        let catalog = Catalog::build(
+            &selector(),
+            &[cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, text)])],
+            None,
+        );
+        let problems = catalog.problems();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        let fields: Vec<bool> = ["profiles[0].default", "profiles[1].slug", "profiles[2].images[0]"]
+            .iter()
+            .zip(problems)
+            .map(|(field, p)| p.message.contains(field))
+            .collect();
+        assert_eq!(fields, [true, true, true], "{problems:#?}");
     }
 }

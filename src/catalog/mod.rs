@@ -190,7 +190,7 @@ impl Catalog {
             match profile::parse_doc(&cm.name, PROFILES_KEY, text) {
                 Ok(doc) => docs.push((cm.name.clone(), Arc::from(text.as_str()), Arc::new(doc))),
                 Err(err) => {
-                    for err in std::iter::once(&err).chain(&err.more) {
+                    for err in std::iter::once(&*err).chain(&err.more) {
                         problems.push(ConfigProblem {
                             configmap: cm.name.clone(),
                             key: Some(PROFILES_KEY.to_owned()),

@@ -66,7 +66,8 @@ impl fmt::Display for ProfileFileError {
 impl std::error::Error for ProfileFileError {}
 
 /// Parses and checks one document. An empty document is an empty `ProfileDoc`.
-pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, ProfileFileError> {
+/// Boxed: the error carries the document's other problems too.
+pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, Box<ProfileFileError>> {
     let error = |line, field, message| ProfileFileError {
         configmap: configmap.to_string(),
         key: key.to_string(),
@@ -85,7 +86,7 @@ pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, P
     let mut problems =
         problems(&doc).into_iter().map(|(field, message)| error(locate(yaml, &field), Some(field), message));
     match problems.next() {
-        Some(first) => Err(ProfileFileError { more: problems.collect(), ..first }),
+        Some(first) => Err(Box::new(ProfileFileError { more: problems.collect(), ..first })),
         None => Ok(doc),
     }
 }

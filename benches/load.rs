@@ -5,6 +5,8 @@
 //! eval "$(scripts/cluster env)"        # a running control plane (scripts/cluster up)
 //! cargo bench --bench load -- storm    # spawn storm 100 and 1,000 users vs. direct kube-rs applies,
 //!                                      # API calls per spawn, peak RSS, ConfigMap change latency
+//! cargo bench --bench load -- hostile  # issue 14: RSS through 2,000 slow connections and 10,000
+//!                                      # odd-method requests; hostile ConfigMaps' load times
 //! ```
 //! Options (after `--`): `--duration SECS` (render, default 10), `--concurrency N` (render,
 //! default 32), `--users 100,1000` (storm), `--namespace NS` (storm, default `sup-bench-<time>`;
@@ -93,7 +95,8 @@ fn main() {
         }
         "memory" => memory(),
         "storm" => storm(&o).expect("storm"),
-        other => panic!("unknown mode {other}: dry, render, memory or storm"),
+        "hostile" => hostile(),
+        other => panic!("unknown mode {other}: dry, render, memory, storm or hostile"),
     }
 }
 
@@ -207,6 +210,143 @@ fn render_body(i: usize) -> Bytes {
         json!({"user": format!("user-{i}"), "profile": "ray", "size": "Small", "options": {"workers": 3}})
             .to_string(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// hostile input (issue 14)
+
+fn hostile() {
+    println!(
+        "\n## hostile connections (dry-run server, defaults: --max-connections 1024, --header-timeout 20, --idle-timeout 15)"
+    );
+    let server = Server::dry_run(None);
+    let pid = server.service.pid();
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!("idle: {}", server.memory());
+    rt.block_on(async move {
+        use tokio::io::AsyncWriteExt;
+        // 2,000 connections trickling a request head that never ends, one header line a second.
+        let started = Instant::now();
+        let mut slow = Vec::new();
+        for _ in 0..2000 {
+            slow.push(tokio::spawn(async move {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return };
+                let _ = stream.write_all(b"POST /api/v1/spawn HTTP/1.1\r\nhost: x\r\n").await;
+                for _ in 0..30 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if stream.write_all(b"x-slow: y\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        let mut peak = Mem::of(pid);
+        while !slow.iter().all(|t| t.is_finished()) && started.elapsed() < Duration::from_secs(40) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = Mem::of(pid);
+            if now.rss_kib > peak.rss_kib {
+                peak = now;
+            }
+        }
+        let healthz = client::call(addr, "GET", "/healthz", None, None).await.map(|r| r.status.as_u16());
+        println!(
+            "2,000 slow-header connections over {:.0} s: peak {peak}; then /healthz {healthz:?}, {}",
+            started.elapsed().as_secs_f64(),
+            Mem::of(pid)
+        );
+        for task in slow {
+            task.abort();
+        }
+
+        // 10,000 requests with a new odd method each, on 8 kept-alive connections.
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            workers.push(tokio::spawn(async move {
+                let mut c = Conn::open(addr).await.unwrap();
+                for i in 0..1250 {
+                    let method = format!("Z{w}x{i}{}", "L".repeat(64));
+                    let reply = c.call(&method, "/api/v1/spawn", None, None).await.unwrap();
+                    assert_eq!(reply.status.as_u16(), 405);
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let metrics = client::call(addr, "GET", "/metrics", None, None).await.unwrap().text();
+        let series =
+            metrics.lines().filter(|l| l.starts_with("singleuser_profiles_http_requests_total{")).count();
+        println!(
+            "10,000 odd-method requests in {:.1} s: {}; /metrics {} bytes, {series} request series",
+            started.elapsed().as_secs_f64(),
+            Mem::of(pid),
+            metrics.len()
+        );
+    });
+
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    println!("\n## hostile ConfigMaps (in process, {build} build)");
+    let selector = ProfileSelector::default();
+    let profiles =
+        "profiles:\n- name: p\n  services:\n    s:\n      resources: [{name: tpl, path: t.yaml}]\n";
+    let with_template = |template: String| {
+        let manifest = format!(
+            "kind: ConfigMap\nmetadata: {{name: jupyter-singleuser-profiles}}\ndata:\n  jupyterhub-singleuser-profiles.yaml: {}\n---\nkind: ConfigMap\nmetadata: {{name: tpl}}\ndata:\n  t.yaml: {}\n",
+            serde_json::to_string(profiles).unwrap(),
+            serde_json::to_string(&template).unwrap()
+        );
+        singleuser_profiles::catalog::parse_configmaps("hostile", &manifest).unwrap()
+    };
+    let words = "{{ user }} ".repeat(19_999);
+    let placeholders = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: '{{{{cluster_name}}}}'}}\ndata:\n  a: '{words}'\n"
+    );
+    let nested =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\ndata: {}\n", "[".repeat(100_000));
+    let cases = [
+        (format!("{} KB template, 20,000 placeholders", placeholders.len() / 1000), placeholders),
+        ("100,000 nested `[`".to_owned(), nested),
+    ];
+    for (label, template) in cases {
+        let cms = with_template(template);
+        let started = Instant::now();
+        let catalog = Catalog::build(&selector, &cms, None);
+        let took = started.elapsed();
+        let outcome = match catalog.problems().first() {
+            None => "loaded".to_owned(),
+            Some(p) => format!("refused: {}", p.message.chars().take(120).collect::<String>()),
+        };
+        println!("{label}: {} ({outcome})", ms(took));
+    }
+    // 20,000 profiles anyone may pick (2.2 MB: over one ConfigMap's 1 MiB, so the cap is raised).
+    let many: String = (0..20_000).map(|i| format!("- name: p{i}\n  slug: p{i}\n")).collect();
+    let mut cms = common::repo_configmaps();
+    let base = cms.iter_mut().find(|cm| cm.name == "jupyter-singleuser-profiles").unwrap();
+    let text = base.data.get_mut("jupyterhub-singleuser-profiles.yaml").unwrap();
+    *text = text.replacen("profiles:\n", &format!("profiles:\n{many}"), 1);
+    let rules = singleuser_profiles::catalog::Rules {
+        caps: singleuser_profiles::caps::Caps { configmap_bytes: 8 << 20, ..Default::default() },
+        ..Default::default()
+    };
+    let catalog = Catalog::build_with(&selector, &rules, &cms, None);
+    assert!(catalog.problems().is_empty(), "{:?}", catalog.problems());
+    let who = singleuser_profiles::profile::Requester { user: "alice".into(), groups: vec![] };
+    let started = Instant::now();
+    let choices = catalog.profiles().choices(&who, None);
+    println!(
+        "choices (GET /api/v1/profiles) with 20,000 profiles: {} ({} choices)",
+        ms(started.elapsed()),
+        choices.len()
+    );
+    let started = Instant::now();
+    let list = catalog.profiles().kubespawner_profile_list(&who, None);
+    println!(
+        "kubespawner profile_list with 20,000 profiles: {} ({} entries)",
+        ms(started.elapsed()),
+        list.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -227,7 +227,10 @@ impl Template {
         });
         let Ok(mut object) = self.render(&context) else { return Ok(()) };
         apply_name_rule(&mut object, &naming::escape_user(USER), &naming::cluster_name(USER, ""));
-        self.check_rendered(&object, caps, policy)
+        self.check_rendered(&object, caps, policy).map_err(|mut error| {
+            error.message.push_str(&format!(" (rendered for the test user {USER:?})"));
+            error
+        })
     }
 
     /// The placeholders no render can fill, found when the configuration loads: a name that is

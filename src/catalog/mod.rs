@@ -190,13 +190,15 @@ impl Catalog {
             match profile::parse_doc(&cm.name, PROFILES_KEY, text) {
                 Ok(doc) => docs.push((cm.name.clone(), Arc::from(text.as_str()), Arc::new(doc))),
                 Err(err) => {
-                    problems.push(ConfigProblem {
-                        configmap: cm.name.clone(),
-                        key: Some(PROFILES_KEY.to_owned()),
-                        line: err.line,
-                        message: err.to_string(),
-                        serving_last_good: last_good.is_some(),
-                    });
+                    for err in std::iter::once(&*err).chain(&err.more) {
+                        problems.push(ConfigProblem {
+                            configmap: cm.name.clone(),
+                            key: Some(PROFILES_KEY.to_owned()),
+                            line: err.line,
+                            message: err.to_string(),
+                            serving_last_good: last_good.is_some(),
+                        });
+                    }
                     docs.extend(last_good.cloned());
                 }
             }
@@ -291,9 +293,10 @@ impl Catalog {
         catalog
     }
 
-    /// Why no spawn can give anyone a Ray cluster, if so: no profile ConfigMap loaded, no
-    /// profile in them, or no profile whose services all have their templates loaded. A service
-    /// in that state is not ready and refuses spawns rather than answer empty "successes".
+    /// Why no spawn can be served, if so: no profile ConfigMap loaded (none exists, or none
+    /// parses), or no profile in them. A service in that state is not ready and refuses spawns
+    /// rather than answer empty "successes". (A catalog whose profiles have no services is
+    /// usable: JSP served such env-only profiles, and the JSP corpus has them.)
     pub fn unusable(&self) -> Option<&str> {
         self.unusable.as_deref()
     }
@@ -313,19 +316,6 @@ impl Catalog {
         }
         if profiles.is_empty() {
             return Some(format!("the profile ConfigMaps define no profiles{hint}"));
-        }
-        let renders = |p: &profile::Profile| {
-            !p.services.is_empty()
-                && p.services.values().all(|s| {
-                    !s.resources.is_empty()
-                        && s.resources.iter().all(|r| self.template(&r.name, &r.path).is_some())
-                })
-        };
-        if !profiles.iter().any(renders) {
-            return Some(format!(
-                "none of the {} profile(s) has a service whose templates are all loaded, so no spawn would create a Ray cluster{hint}",
-                profiles.len()
-            ));
         }
         None
     }
@@ -641,9 +631,9 @@ mod tests {
         assert!(empty.contains("define no profiles"), "{empty}");
         let no_services =
             cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, "profiles: [{name: env-only}]")]);
-        assert!(reason(&[no_services]).unwrap().contains("none of the 1 profile(s)"));
+        // Env-only profiles are JSP's and serve (the JSP corpus has them).
+        assert_eq!(reason(&[no_services]), None);
         let profiles_cm = cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, &profiles("a", "p"))]);
-        assert!(reason(std::slice::from_ref(&profiles_cm)).unwrap().contains("templates are all loaded"));
         let tpl = cm("tpl", &[], &[("a.yaml", TEMPLATE)]);
         assert_eq!(reason(&[profiles_cm, tpl]), None);
     }
@@ -706,7 +696,6 @@ mod tests {
             let problem = &catalog.problems()[0];
             assert_eq!((problem.configmap.as_str(), problem.key.as_deref()), ("tpl", Some("a.yaml")));
             assert!(problem.message.contains(expected), "{expected}: {}", problem.message);
-            assert!(catalog.unusable().is_some(), "no profile can render: {template}");
         }
         let allowed = Rules { policy: Policy::new(&["Pod"]).unwrap(), ..Rules::default() };
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: '{{cluster_name}}'}\n";
@@ -760,5 +749,25 @@ mod tests {
         let catalog = Catalog::build(&selector(), &one_template(&template, "{}"), None);
         assert!(catalog.problems().is_empty(), "{:#?}", catalog.problems());
         assert!(catalog.template("tpl", "a.yaml").is_some());
+    }
+
+    /// Issue 14 item 7: only the first problem of a profile document was reported.
+    #[test]
+    fn every_broken_profile_of_a_document_is_reported() {
+        let text =
+            "profiles:\n- name: a\n  default: true\n- name: b\n  slug: ''\n- name: c\n  images: ['[']\n";
+        let catalog = Catalog::build(
+            &selector(),
+            &[cm("jupyter-singleuser-profiles", &[], &[(PROFILES_KEY, text)])],
+            None,
+        );
+        let problems = catalog.problems();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        let fields: Vec<bool> = ["profiles[0].default", "profiles[1].slug", "profiles[2].images[0]"]
+            .iter()
+            .zip(problems)
+            .map(|(field, p)| p.message.contains(field))
+            .collect();
+        assert_eq!(fields, [true, true, true], "{problems:#?}");
     }
 }

@@ -43,6 +43,10 @@ pub struct ProfileFileError {
     /// Path of the offending field, e.g. `profiles[2].resources.limits.cpu`.
     pub field: Option<String>,
     pub message: String,
+    /// The document's other problems (one per profile, then sizes and GPU types), so that an
+    /// admin fixes them in one round; reported after this one.
+    #[serde(skip)]
+    pub more: Vec<ProfileFileError>,
 }
 
 impl fmt::Display for ProfileFileError {
@@ -62,13 +66,15 @@ impl fmt::Display for ProfileFileError {
 impl std::error::Error for ProfileFileError {}
 
 /// Parses and checks one document. An empty document is an empty `ProfileDoc`.
-pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, ProfileFileError> {
+/// Boxed: the error carries the document's other problems too.
+pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, Box<ProfileFileError>> {
     let error = |line, field, message| ProfileFileError {
         configmap: configmap.to_string(),
         key: key.to_string(),
         line,
         field,
         message,
+        more: Vec::new(),
     };
     let doc = crate::yaml::from_str::<Document>(yaml).map_err(|e| {
         // The key's line when the path is spelt out in block style, else where the parser was.
@@ -77,8 +83,10 @@ pub fn parse_doc(configmap: &str, key: &str, yaml: &str) -> Result<ProfileDoc, P
     })?;
     let mut doc = doc.map(|Document(doc)| doc).unwrap_or_default();
     yaml11_env_values(&mut doc, yaml);
-    match first_problem(&doc) {
-        Some((field, message)) => Err(error(locate(yaml, &field), Some(field), message)),
+    let mut problems =
+        problems(&doc).into_iter().map(|(field, message)| error(locate(yaml, &field), Some(field), message));
+    match problems.next() {
+        Some(first) => Err(Box::new(ProfileFileError { more: problems.collect(), ..first })),
         None => Ok(doc),
     }
 }
@@ -231,15 +239,19 @@ impl<'de> Deserialize<'de> for Document {
     }
 }
 
-/// The first semantic problem, as (field path, message).
-fn first_problem(doc: &ProfileDoc) -> Option<(String, String)> {
-    doc.profiles
+/// The semantic problems, as (field path, message): the first of each profile, then of the
+/// slugs, the sizes and the GPU types.
+fn problems(doc: &ProfileDoc) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = doc
+        .profiles
         .iter()
         .enumerate()
-        .find_map(|(i, p)| profile_problem(&format!("profiles[{i}]"), p))
-        .or_else(|| duplicate_slug(&doc.profiles))
-        .or_else(|| sizes_problem(&doc.sizes))
-        .or_else(|| gpu_types_problem(&doc.gpu_types))
+        .filter_map(|(i, p)| profile_problem(&format!("profiles[{i}]"), p))
+        .collect();
+    found.extend(duplicate_slug(&doc.profiles));
+    found.extend(sizes_problem(&doc.sizes));
+    found.extend(gpu_types_problem(&doc.gpu_types));
+    found
 }
 
 fn profile_problem(at: &str, profile: &Profile) -> Option<(String, String)> {

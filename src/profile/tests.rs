@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-fn parse(yaml: &str) -> Result<ProfileDoc, ProfileFileError> {
+fn parse(yaml: &str) -> Result<ProfileDoc, Box<ProfileFileError>> {
     parse_doc("jupyter-singleuser-profiles", PROFILES_KEY, yaml)
 }
 
@@ -16,7 +16,7 @@ fn set(yaml: &str) -> ProfileSet {
 }
 
 fn problem(yaml: &str) -> ProfileFileError {
-    parse(yaml).expect_err("the document should be rejected")
+    *parse(yaml).expect_err("the document should be rejected")
 }
 
 fn user(name: &str) -> Requester {

@@ -74,7 +74,7 @@ def load_cases() -> dict:
 
 
 def run_validate(binary: str, folder: str) -> dict:
-    env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error"}
+    env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error", "SUP_TEMPLATE_KINDS": CORPUS_KINDS}
     proc = subprocess.run([binary, "validate", folder], capture_output=True, text=True, timeout=60, env=env)
     if proc.returncode not in (0, 1):
         sys.exit(f"validate {folder} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
@@ -112,6 +112,11 @@ def run_jsp(scenarios: list[dict], python: str) -> dict:
     return json.loads(proc.stdout)
 
 
+# The kinds the corpus's templates create: the default allowlist plus what its ODH deployments
+# allowed (SparkCluster, JSP's docs' Example and Pod), as their operators would configure it.
+CORPUS_KINDS = "RayCluster,Service,Route,Ingress,NetworkPolicy,ConfigMap,SparkCluster,Example,Pod"
+
+
 def run_ours(scenario: dict, binary: str, work: Path, user_configmaps: list[dict]) -> dict:
     """`render` on the case's folder plus the user's settings ConfigMaps JSP's spawn page wrote
     (the size and GPU come from there, as in JSP: no --size)."""
@@ -120,7 +125,7 @@ def run_ours(scenario: dict, binary: str, work: Path, user_configmaps: list[dict
     args = [binary, "render", "--profiles", scenario["dir"], "--templates", str(work),
             "--user", scenario["user"], "--image", scenario["image"], "--namespace", scenario["namespace"],
             "-o", "json"]
-    env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error"}
+    env = {"PATH": "/usr/bin:/bin", "SUP_LOG": "error", "SUP_TEMPLATE_KINDS": CORPUS_KINDS}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     stderr = proc.stderr.strip()
     if proc.returncode != 0:

@@ -1086,12 +1086,14 @@ async fn readiness_survives_cut_api_server_connections_and_status_shows_the_trou
 async fn sigterm_drains_an_in_flight_spawn_before_the_process_exits() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
-        // A waiting profile whose cluster never gets ready: PodSecurity refuses its head pod.
+        // A waiting profile whose cluster never gets ready: PodSecurity `restricted` refuses
+        // its head pod, which sets none of runAsNonRoot, seccompProfile and dropped
+        // capabilities. (A privileged pod would be refused earlier, by the template policy.)
         apply_profiles(
             &client,
             &ns,
             "slow-profiles",
-            "profiles:\n- name: Never ready\n  slug: never-ready\n  wait: {timeout_seconds: 4}\n  services:\n    ray:\n      resources: [{name: slow-templates, path: privileged.yaml}]\n",
+            "profiles:\n- name: Never ready\n  slug: never-ready\n  wait: {timeout_seconds: 4}\n  services:\n    ray:\n      resources: [{name: slow-templates, path: unrestricted.yaml}]\n",
         )
         .await;
         apply_yaml(
@@ -1103,7 +1105,7 @@ kind: ConfigMap
 metadata:
   name: slow-templates
 data:
-  privileged.yaml: |
+  unrestricted.yaml: |
     apiVersion: ray.io/v1
     kind: RayCluster
     metadata:
@@ -1116,7 +1118,6 @@ data:
             containers:
             - name: ray-head
               image: rayproject/ray:2.60.0
-              securityContext: {privileged: true}
 "#,
         )
         .await;

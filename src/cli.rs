@@ -109,10 +109,18 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
     let catalog = Catalog::build(&selector, rest, None);
     let mut problems: Vec<String> = catalog.problems().iter().map(ToString::to_string).collect();
     problems.extend(users.problems());
-    problems.extend(plan::lint(&catalog));
+    let lint = plan::lint(&catalog);
+    problems.extend(lint.problems);
+    for warning in &lint.warnings {
+        println!("warning: {warning}");
+    }
     if problems.is_empty() {
+        let warned = match lint.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        };
         println!(
-            "ok: {} profile ConfigMap(s), {} template(s), every profile renders",
+            "ok: {} profile ConfigMap(s), {} template(s), every profile renders{warned}",
             catalog.profile_sources().count(),
             catalog.template_count()
         );

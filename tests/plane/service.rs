@@ -822,7 +822,11 @@ async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
         .await;
         replica.abort();
         let left = managed_objects(&client, &ns).await;
-        assert_eq!(left.len(), 3, "the kept notebook's owner, RayCluster and Ingress stay: {left:?}");
+        assert_eq!(
+            left.len(),
+            5,
+            "the kept notebook's owner, RayCluster, Ingress and two NetworkPolicies stay: {left:?}"
+        );
     })
     .await;
 }

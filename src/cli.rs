@@ -138,7 +138,11 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
     problems.extend(catalog.problems().iter().map(|p| format!("{}{p}", in_file(&p.configmap))));
     problems.extend(users.problems());
     problems.extend(catalog.unusable().map(str::to_owned));
-    problems.extend(plan::lint(&catalog));
+    let lint = plan::lint(&catalog);
+    problems.extend(lint.problems);
+    for warning in &lint.warnings {
+        println!("warning: {warning}");
+    }
     for cm in cms.iter().filter(|cm| selector.matches(cm)) {
         for warning in
             cm.data.get(crate::profile::PROFILES_KEY).map(|t| profile::unknown_keys(t)).unwrap_or_default()
@@ -152,8 +156,12 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, String> {
         }
     }
     if problems.is_empty() {
+        let warned = match lint.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        };
         println!(
-            "ok: {} profile ConfigMap(s), {} template(s), every profile renders",
+            "ok: {} profile ConfigMap(s), {} template(s), every profile renders{warned}",
             catalog.profile_sources().count(),
             catalog.template_count()
         );

@@ -19,6 +19,9 @@ pub const OWNER_SELECTOR: &str =
 /// Selects every object this service made.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
 
+/// KubeRay's label on every pod of a RayCluster: the cluster's name.
+pub const RAY_CLUSTER_LABEL: &str = "ray.io/cluster";
+
 /// KubeSpawner's marks on a notebook pod.
 pub const NOTEBOOK_SELECTOR: &str = "component=singleuser-server";
 /// The raw user name (annotation) or a label-safe form of it (label).

@@ -102,6 +102,59 @@ pub fn label_value(raw: &str) -> String {
     shortened("u", escaped.trim_start_matches('-'), MAX_LABEL, raw, "")
 }
 
+/// The Secret KubeRay (v1.5.1+) creates for a RayCluster with `authOptions: {mode: token}` and
+/// no `secretName`: `utils.CheckName(<cluster>)`, which keeps the last 50 characters and turns a
+/// leading digit or punctuation into `r`. The notebook's `RAY_AUTH_TOKEN` refers to it.
+pub fn kuberay_token_secret(cluster: &str) -> String {
+    const KUBERAY_MAX: usize = 50;
+    let kept = &cluster[cluster.len().saturating_sub(KUBERAY_MAX)..];
+    match kept.chars().next() {
+        Some(c) if c.is_ascii_digit() || c.is_ascii_punctuation() => format!("r{}", &kept[c.len_utf8()..]),
+        _ => kept.to_owned(),
+    }
+}
+
+/// The label value KubeSpawner 7 gives a notebook pod for a user or server name
+/// (`hub.jupyter.org/username`, `hub.jupyter.org/servername`): `safe_slug(name,
+/// is_valid=is_valid_label)`. A valid label value without `--` stays as it is (upper case
+/// included); anything else becomes `<safe part>---<8 hex digits of SHA-256>`, 32 characters at
+/// most. Not [`escape_user`]: KubeSpawner 7 labels pods with its "safe" slugs whatever its
+/// `slug_scheme`, so a NetworkPolicy selecting the notebook must use these.
+pub fn kubespawner_label(raw: &str) -> String {
+    const MAX: usize = 32;
+    const HASH: usize = 8;
+    let valid = raw.is_empty()
+        || (raw.len() <= MAX_LABEL
+            && raw.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && raw.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+    if valid && !raw.contains("--") {
+        return raw.to_owned();
+    }
+    let hash: String =
+        Sha256::digest(raw.as_bytes()).iter().map(|b| format!("{b:02x}")).take(HASH / 2).collect();
+    // KubeSpawner's _extract_safe_name: runs of anything but [a-z0-9] (after lower-casing)
+    // become one `-`, then truncate, trim `-`, and start with a letter.
+    let room = MAX - (HASH + 3);
+    let mut safe = String::new();
+    for c in raw.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            safe.push(c);
+        } else if !safe.ends_with('-') {
+            safe.push('-');
+        }
+    }
+    let mut safe: String = safe.trim_start_matches('-').chars().take(room).collect();
+    safe.truncate(safe.trim_end_matches('-').len());
+    if !safe.is_empty() && !safe.starts_with(|c: char| c.is_ascii_lowercase()) {
+        safe = format!("x-{}", &safe[..safe.len().min(room - 2)]);
+    }
+    if safe.is_empty() {
+        safe.push('x');
+    }
+    format!("{safe}---{hash}")
+}
+
 /// Whether no other name escapes to the same string: true unless a byte escapes to a single hex
 /// digit (a control character below 0x10), which then merges with the following character.
 fn escapes_uniquely(raw: &str) -> bool {
@@ -190,6 +243,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn kubespawner_labels_match_kubespawner_7_safe_slug() {
+        // Expected values printed by kubespawner 7.1.0's slugs.safe_slug(name, is_valid_label).
+        let cases = [
+            ("alice", "alice"),
+            ("Alice", "Alice"),
+            ("bob.smith", "bob.smith"),
+            ("jane-doe_1", "jane-doe_1"),
+            ("", ""),
+            ("eje@redhat.com", "eje-redhat-com---84c088f0"),
+            ("Eje@RedHat.com", "eje-redhat-com---68e0c225"),
+            ("a--b", "a-b---90827a2e"),
+            ("1user@x", "x-1user-x---e0bf5ed7"),
+            ("_x", "x---a01e47cb"),
+            ("ø", "x---d48b452a"),
+            ("a very long user name with spaces and more", "a-very-long-user-name---276e1951"),
+            ("0123456789012345678901234@", "x-0123456789012345678---b3e1693a"),
+        ];
+        for (raw, label) in cases {
+            assert_eq!(kubespawner_label(raw), label, "{raw:?}");
+        }
+        assert_eq!(kubespawner_label(&"a".repeat(63)), "a".repeat(63));
+        assert_eq!(kubespawner_label(&"a".repeat(64)), "aaaaaaaaaaaaaaaaaaaaa---ffe054fe");
+    }
+
+    #[test]
+    fn kuberay_token_secret_is_kuberays_check_name() {
+        assert_eq!(kuberay_token_secret("ray-alice"), "ray-alice");
+        let long = cluster_name(&"u".repeat(80), "");
+        assert_eq!(long.len(), MAX_CLUSTER_NAME);
+        // 53 characters: KubeRay drops the first three (`ray`), then the leading `-` becomes `r`.
+        assert_eq!(kuberay_token_secret(&long), format!("r{}", &long[4..]));
+        assert_eq!(kuberay_token_secret(&format!("a{}", "1".repeat(50))), format!("r{}", "1".repeat(49)));
+        assert_eq!(kuberay_token_secret(&"b".repeat(50)), "b".repeat(50));
     }
 
     #[test]

@@ -250,6 +250,15 @@ impl Plan {
             let namespace = str_at(rc, "/metadata/namespace").unwrap_or(&self.owner.namespace);
             env.insert("RAY_CLUSTER".into(), json!(name));
             env.insert("RAY_ADDRESS".into(), json!(format!("ray://{name}-head-svc.{namespace}.svc:10001")));
+            // The token by reference only: KubeRay writes it into its Secret, the kubelet into
+            // the container; this service never sees it (and has no rights on Secrets).
+            if let Some(secret) = ray_token_secret(rc) {
+                env.insert(RAY_AUTH_MODE_ENV.into(), json!("token"));
+                env.insert(
+                    RAY_AUTH_TOKEN_ENV.into(),
+                    json!({"valueFrom": {"secretKeyRef": {"name": secret, "key": RAY_TOKEN_SECRET_KEY}}}),
+                );
+            }
         }
         if let Some(url) = objects.iter().find_map(dashboard_url) {
             env.insert("RAY_DASHBOARD_URL".into(), json!(url));
@@ -422,6 +431,28 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
+/// Ray's variables for token authentication (Ray 2.52+), as KubeRay sets them on Ray pods.
+pub const RAY_AUTH_MODE_ENV: &str = "RAY_AUTH_MODE";
+pub const RAY_AUTH_TOKEN_ENV: &str = "RAY_AUTH_TOKEN";
+/// The key of KubeRay's token Secret (`utils.RAY_AUTH_TOKEN_SECRET_KEY`).
+pub const RAY_TOKEN_SECRET_KEY: &str = "auth_token";
+
+/// The Secret holding a RayCluster's token when it has token auth: `authOptions.secretName`,
+/// else the one KubeRay generates. None without token auth, and with `enableK8sTokenAuth`
+/// (Ray then checks Kubernetes ServiceAccount tokens; there is no Secret).
+pub fn ray_token_secret(ray_cluster: &Value) -> Option<String> {
+    let auth = ray_cluster.pointer("/spec/authOptions")?;
+    if auth.get("mode").and_then(Value::as_str) != Some("token")
+        || auth.get("enableK8sTokenAuth").and_then(Value::as_bool) == Some(true)
+    {
+        return None;
+    }
+    match auth.get("secretName").and_then(Value::as_str) {
+        Some(name) if !name.is_empty() => Some(name.to_owned()),
+        _ => Some(naming::kuberay_token_secret(str_at(ray_cluster, "/metadata/name")?)),
+    }
+}
+
 pub fn is_ray_cluster(object: &Value) -> bool {
     str_at(object, "/kind") == Some("RayCluster")
         && str_at(object, "/apiVersion").is_some_and(|v| v.starts_with("ray.io/"))
@@ -465,7 +496,7 @@ pub fn dashboard_url(object: &Value) -> Option<String> {
 /// Start. Each request is made for a user the profile admits; slugged profiles are picked by
 /// their slug, the others (every JSP profile) apply by image and user. Every message names the
 /// profile, the image and what failed (the template's ConfigMap, key and line).
-pub fn lint(catalog: &Catalog) -> Vec<String> {
+pub fn lint(catalog: &Catalog) -> Lint {
     let profiles = catalog.profiles().profiles();
     let mut requests: Vec<(String, SpawnRequest)> = Vec::new();
     for (index, profile) in profiles.iter().enumerate() {
@@ -493,24 +524,98 @@ pub fn lint(catalog: &Catalog) -> Vec<String> {
         }
     }
     let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (what, request) in requests {
-        if let Err(err) = plan(catalog, &request, "lint") {
-            // Profiles merged into the same request fail the same way: say it once.
-            if seen.insert(err.to_string()) {
-                let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
-                let choice = Choice { profile: request.profile.clone(), ..Choice::default() };
-                let merged = match catalog.profiles().resolve(&who, request.image.as_deref(), &choice) {
-                    Ok(resolved) if resolved.profiles.len() > 1 => {
-                        format!(", merged with {}", resolved.profiles.join(", "))
+        match plan(catalog, &request, "lint") {
+            Ok(plan) => {
+                for warning in plan.security_warnings() {
+                    if seen.insert(warning.clone()) {
+                        warnings.push(warning);
                     }
-                    _ => String::new(),
-                };
-                problems.push(format!("{what}{merged}) does not render: {err}"));
+                }
+            }
+            Err(err) => {
+                // Profiles merged into the same request fail the same way: say it once.
+                if seen.insert(err.to_string()) {
+                    let who = Requester { user: request.user.clone(), groups: request.groups.clone() };
+                    let choice = Choice { profile: request.profile.clone(), ..Choice::default() };
+                    let merged = match catalog.profiles().resolve(&who, request.image.as_deref(), &choice) {
+                        Ok(resolved) if resolved.profiles.len() > 1 => {
+                            format!(", merged with {}", resolved.profiles.join(", "))
+                        }
+                        _ => String::new(),
+                    };
+                    problems.push(format!("{what}{merged}) does not render: {err}"));
+                }
             }
         }
     }
-    problems
+    Lint { problems, warnings }
+}
+
+/// What `validate` found: problems fail it (a spawn would fail), warnings do not (a spawn
+/// works, but less safely than it should).
+#[derive(Debug, Default)]
+pub struct Lint {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// A service whose RayCluster lacks token auth, or has no NetworkPolicy beside it that
+    /// selects all of its pods, renders a cluster any pod in the namespace can run code in.
+    /// JSP-format profiles commonly do; they keep working, and `validate` says so.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for ((name, service), range) in self.profile.services.iter().zip(&self.service_objects) {
+            let objects = &self.objects[range.clone()];
+            for (object, reference) in objects.iter().zip(&service.resources) {
+                if !is_ray_cluster(object) {
+                    continue;
+                }
+                let cluster = str_at(object, "/metadata/name").unwrap_or_default();
+                let what = format!(
+                    "service `{name}`: the RayCluster of template ConfigMap {} key `{}`",
+                    reference.name, reference.path
+                );
+                let k8s_auth = object.pointer("/spec/authOptions/enableK8sTokenAuth") == Some(&json!(true));
+                if ray_token_secret(object).is_none() && !k8s_auth {
+                    warnings.push(format!(
+                        "{what} has no token authentication: any pod that reaches it can run code in it; add `spec.authOptions: {{mode: token}}` (README: Security)"
+                    ));
+                }
+                if !objects.iter().any(|o| selects_ray_pods(o, cluster)) {
+                    warnings.push(format!(
+                        "{what} has no NetworkPolicy beside it selecting its pods (`ray.io/cluster: {{{{ cluster_name }}}}`): every pod in the namespace can connect to it; add one to the service's resources, as templates/ray-cluster-templates.yaml `ray-cluster-networkpolicy.yaml` does (README: Security)"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+}
+
+/// Whether `object` is a NetworkPolicy restricting ingress to every pod of Ray cluster
+/// `cluster` (head and workers: its selector asks for nothing but `ray.io/cluster=<cluster>`).
+fn selects_ray_pods(object: &Value, cluster: &str) -> bool {
+    if str_at(object, "/kind") != Some("NetworkPolicy")
+        || !str_at(object, "/apiVersion").is_some_and(|v| v.starts_with("networking.k8s.io/"))
+    {
+        return false;
+    }
+    let selector = object.pointer("/spec/podSelector").cloned().unwrap_or(json!({}));
+    let expressions =
+        selector.get("matchExpressions").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
+    let labels_match = selector.get("matchLabels").and_then(Value::as_object).is_none_or(|labels| {
+        labels.iter().all(|(key, value)| key == crate::labels::RAY_CLUSTER_LABEL && value == cluster)
+    });
+    // A policy restricts ingress unless policyTypes leaves Ingress out.
+    let ingress = object
+        .pointer("/spec/policyTypes")
+        .and_then(Value::as_array)
+        .is_none_or(|types| types.iter().any(|t| t == "Ingress"));
+    !expressions && labels_match && ingress
 }
 
 #[cfg(test)]
@@ -849,15 +954,83 @@ profiles:
     }
 
     #[test]
+    fn the_token_secret_is_kuberays_unless_auth_is_off_or_by_kubernetes_tokens() {
+        let rc = |auth: Value| json!({"metadata": {"name": "ray-a"}, "spec": {"authOptions": auth}});
+        assert_eq!(ray_token_secret(&rc(json!({"mode": "token"}))).as_deref(), Some("ray-a"));
+        assert_eq!(
+            ray_token_secret(&rc(json!({"mode": "token", "secretName": "mine"}))).as_deref(),
+            Some("mine")
+        );
+        assert_eq!(ray_token_secret(&rc(json!({"mode": "disabled"}))), None);
+        // KubeRay enables auth only for an explicit `mode: token`.
+        assert_eq!(ray_token_secret(&rc(json!({}))), None);
+        assert_eq!(ray_token_secret(&rc(json!({"mode": "token", "enableK8sTokenAuth": true}))), None);
+        assert_eq!(ray_token_secret(&json!({"metadata": {"name": "ray-a"}, "spec": {}})), None);
+    }
+
+    #[test]
+    fn a_token_cluster_gives_the_notebook_a_reference_and_no_value() {
+        let plan = plan(&catalog(), &request("alice"), "ns").unwrap();
+        let mut objects = plan.objects.clone();
+        assert!(!plan.environment(&objects).contains_key(RAY_AUTH_TOKEN_ENV), "no auth, no token");
+        objects[0]["spec"]["authOptions"] = json!({"mode": "token"});
+        let env = plan.environment(&objects);
+        assert_eq!(env[RAY_AUTH_MODE_ENV], json!("token"));
+        assert_eq!(
+            env[RAY_AUTH_TOKEN_ENV],
+            json!({"valueFrom": {"secretKeyRef": {"name": "ray-alice", "key": "auth_token"}}})
+        );
+        // Ours come first, with RAY_ADDRESS, so a profile's env can still override them.
+        let names: Vec<&str> = env.keys().map(String::as_str).take(4).collect();
+        assert_eq!(names, ["RAY_CLUSTER", "RAY_ADDRESS", RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV]);
+    }
+
+    #[test]
+    fn security_warnings_name_the_template_and_what_is_missing() {
+        let plan = plan(&catalog(), &request("alice"), "ns").unwrap();
+        let warnings = plan.security_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with("service `ray`: the RayCluster of template ConfigMap tpl key `rc.yaml`")
+        );
+        assert!(warnings[0].contains("no token authentication") && warnings[0].contains("authOptions"));
+        assert!(warnings[1].contains("no NetworkPolicy") && warnings[1].contains("ray.io/cluster"));
+
+        let mut plan = plan;
+        plan.objects[0]["spec"]["authOptions"] = json!({"mode": "token"});
+        let policy = |selector: Value, types: Value| {
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p"},
+                   "spec": {"podSelector": selector, "policyTypes": types}})
+        };
+        let cases = [
+            (json!({"matchLabels": {"ray.io/cluster": "ray-alice"}}), json!(["Ingress"]), true),
+            (json!({}), json!(["Ingress", "Egress"]), true),
+            // Only the head: the workers stay open.
+            (
+                json!({"matchLabels": {"ray.io/cluster": "ray-alice", "ray.io/node-type": "head"}}),
+                json!(["Ingress"]),
+                false,
+            ),
+            (json!({"matchLabels": {"ray.io/cluster": "ray-bob"}}), json!(["Ingress"]), false),
+            (json!({"matchLabels": {"ray.io/cluster": "ray-alice"}}), json!(["Egress"]), false),
+        ];
+        for (selector, types, selects) in cases {
+            plan.objects[1] = policy(selector.clone(), types.clone());
+            let warnings = plan.security_warnings();
+            assert_eq!(warnings.is_empty(), selects, "{selector} {types}: {warnings:#?}");
+        }
+    }
+
+    #[test]
     fn lint_renders_every_pickable_profile() {
-        assert!(lint(&catalog()).is_empty());
+        assert!(lint(&catalog()).problems.is_empty());
         let sources = [ConfigMapSource {
             name: "jupyter-singleuser-profiles".into(),
             labels: Default::default(),
             data: [(crate::profile::PROFILES_KEY.to_owned(), PROFILES.to_owned())].into(),
         }];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
-        let problems = lint(&catalog);
+        let problems = lint(&catalog).problems;
         assert_eq!(problems.len(), 1, "{problems:?}");
         // The JSP-style `globals` request merges the default `Ray`, whose template is missing.
         assert!(
@@ -890,7 +1063,7 @@ profiles:
             },
         ];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
-        let problems = lint(&catalog);
+        let problems = lint(&catalog).problems;
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(
             problems[0].starts_with(

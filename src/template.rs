@@ -652,8 +652,19 @@ pub enum ErrorKind {
 
 /// The names [`context`] defines itself; a service configuration key named `user` or `options`
 /// is shadowed, one with another of these names shadows the value of ours.
-pub const RESERVED_NAMES: [&str; 9] =
-    ["user", "username", "server", "namespace", "cluster_name", "image", "profile", "size", "options"];
+pub const RESERVED_NAMES: [&str; 11] = [
+    "user",
+    "username",
+    "server",
+    "namespace",
+    "cluster_name",
+    "image",
+    "profile",
+    "size",
+    "options",
+    "notebook_user_label",
+    "notebook_server_label",
+];
 
 /// What a spawn knows when it renders its services' templates.
 #[derive(Debug, Clone, Copy)]
@@ -698,6 +709,7 @@ pub fn render_text(text: &str, context: &Value) -> Result<String, String> {
 /// | `namespace` | the notebook's namespace |
 /// | `cluster_name` | [`naming::cluster_name`] of user and server |
 /// | `image`, `profile`, `size` | the user's picks (`size` may be `""`) |
+/// | `notebook_user_label`, `notebook_server_label` | the `hub.jupyter.org/username` and `/servername` label values KubeSpawner gives the notebook pod ([`naming::kubespawner_label`]), for NetworkPolicies |
 /// | every `configuration` key | at top level, as in JSP (`{{ cpu_request }}`) |
 /// | `options` | the validated options, typed (`replicas: {{options.workers}}` is an integer) |
 ///
@@ -715,6 +727,8 @@ pub fn context(input: &ContextInput) -> Value {
         ("image", input.image.into()),
         ("profile", input.profile.into()),
         ("size", input.size.into()),
+        ("notebook_user_label", naming::kubespawner_label(input.username).into()),
+        ("notebook_server_label", naming::kubespawner_label(input.server).into()),
     ];
     for (name, value) in defaults {
         context.insert(name.to_owned(), value);

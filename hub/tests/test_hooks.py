@@ -39,6 +39,7 @@ class FaultProxy:
 
     def __init__(self, target: str, fail: int = 0, delay: float = 0.0) -> None:
         self.target, self.fail, self.delay, self.seen = target, fail, delay, 0
+        self.rewrite: Any = None  # optional: a function of each JSON answer
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,6 +60,8 @@ class FaultProxy:
                     answer = httpx.request(self.command, proxy.target + self.path,
                                            content=body, headers=headers)
                     data = answer.content
+                    if proxy.rewrite is not None and answer.status_code == 200:
+                        data = json.dumps(proxy.rewrite(answer.json())).encode()
                     self.send_response(answer.status_code)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -233,6 +236,53 @@ async def test_pre_spawn_kubespawner_pod_settings(service: Service) -> None:
     assert mounts["team-data"].mount_path == "/opt/app-root/src/data"
 
 
+def named(server: str) -> Any:
+    """What KubeSpawner reads of JupyterHub's orm.Spawner for a (named) server."""
+    from types import SimpleNamespace
+    return SimpleNamespace(name=server, display_name=server, server=None, state=None)
+
+
+@pytest.mark.parametrize("user, server", [("alice", ""), ("Eje@RedHat.com", "exp-1")])
+async def test_ray_token_by_reference_and_policy_labels_match_the_kubespawner_pod(
+        service: Service, user: str, server: str) -> None:
+    spawner = kube_spawner(user, user_options={"profile": "ray"}, config=configured(service.url),
+                           orm_spawner=named(server))
+    answer = await SingleuserProfiles(parent=spawner).pre_spawn_hook(spawner)
+    cluster = answer["cluster"]
+    ray_cluster = next(o for o in answer["objects"] if o["kind"] == "RayCluster")
+    assert ray_cluster["spec"]["authOptions"] == {"mode": "token"}
+    # KubeRay's Secret name (utils.CheckName): the last 50 characters of the cluster's name,
+    # a leading digit or punctuation turned into `r`.
+    secret = cluster[-50:]
+    if not secret[0].isalpha():
+        secret = "r" + secret[1:]
+    assert spawner.environment["RAY_AUTH_MODE"] == "token"
+    assert spawner.environment["RAY_AUTH_TOKEN"] == {
+        "name": "RAY_AUTH_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": "auth_token"}},
+    }
+
+    pod = await spawner.get_pod_manifest()
+    by_name = {e.name: e for e in pod.spec.containers[0].env}
+    assert by_name["RAY_AUTH_MODE"].value == "token"
+    token = by_name["RAY_AUTH_TOKEN"]
+    assert token.value is None  # no token value anywhere: the kubelet resolves the reference
+    ref = token.value_from["secretKeyRef"] if isinstance(token.value_from, dict) \
+        else token.value_from.secret_key_ref
+    assert (ref["name"] if isinstance(ref, dict) else ref.name) == secret
+
+    # The cluster's NetworkPolicy admits exactly this pod: KubeSpawner's own labels on it.
+    policy = next(o for o in answer["objects"]
+                  if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == cluster)
+    notebook = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
+    assert notebook.items() <= pod.metadata.labels.items(), (notebook, pod.metadata.labels)
+    assert notebook["hub.jupyter.org/servername"] == pod.metadata.labels["hub.jupyter.org/servername"]
+    other = kube_spawner("bob", user_options={"profile": "ray"}, config=configured(service.url),
+                         orm_spawner=named(server))
+    other_pod = await other.get_pod_manifest()
+    assert not notebook.items() <= other_pod.metadata.labels.items()
+
+
 async def test_answer_env_from_and_mounts_reach_the_kubespawner_pod() -> None:
     spawner = kube_spawner("erin", user_options={}, config=Config())
     ref = {"secretRef": {"name": "jupyterhub-singleuser-profile-erin-envs", "optional": True}}
@@ -346,6 +396,28 @@ async def test_progress_while_waiting(proxy: FaultProxy) -> None:
     assert all(0 < e["progress"] <= 100 for e in events)
     # a reader arriving late gets the whole story
     assert [e["message"] async for e in spawner.progress()] == messages
+
+
+async def test_progress_says_the_notebook_waits_for_the_ray_token_secret(
+        proxy: FaultProxy) -> None:
+    from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+    class Spawner(ProfilesProgressMixin, SimpleLocalProcessSpawner):
+        pass
+
+    # The service in dry run answers what a cluster spawn answers, minus the writes; mark the
+    # answer as applied, as a cluster-mode service would send it.
+    proxy.rewrite = lambda answer: {**answer, "dry_run": False}
+    spawner = Spawner(user=User("frank"), config=configured(proxy.url))
+    hook = asyncio.ensure_future(pre_spawn_hook(spawner))
+    await asyncio.sleep(0.1)
+    events = [event async for event in spawner.progress()]
+    await hook
+    messages = [e["message"] for e in events]
+    done = messages.index("Ray cluster ray-frank requested; it starts alongside your notebook")
+    assert messages[done + 1] == ("Waiting for the Ray token Secret ray-frank: KubeRay creates it "
+                                  "with the cluster, and your notebook starts once it exists")
+    assert not any("error" in m.lower() for m in messages)
 
 
 # ---- post_stop_hook and profile_list ----------------------------------------------------------

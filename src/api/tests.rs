@@ -67,7 +67,7 @@ async fn spawn_in_the_dry_run_answers_the_cluster_and_environment() {
     assert_eq!(answer["pod"]["labels"]["jupyterhub.opendatahub.io/ray-cluster"], json!("ray-alice"));
     let kinds: Vec<&str> =
         answer["objects"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["RayCluster", "Ingress"]);
+    assert_eq!(kinds, ["RayCluster", "NetworkPolicy", "Ingress", "NetworkPolicy"]);
     let rc = &answer["objects"][0];
     assert_eq!(rc["metadata"]["namespace"], json!("notebooks"));
     assert_eq!(rc["spec"]["workerGroupSpecs"][0]["replicas"], json!(2), "the option's default");

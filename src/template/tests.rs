@@ -516,6 +516,9 @@ fn context_holds_our_names_configuration_over_them_then_user_and_options() {
             "image": "other",
             "profile": "ray",
             "size": "Small",
+            // KubeSpawner's label values for the notebook pod (safe slugs, not `user`).
+            "notebook_user_label": "eje-redhat-com---68e0c225",
+            "notebook_server_label": "gpu",
             "cpu_request": "1",
             // ...except `user` (JSP set it over the configuration) and our `options`.
             "options": {"workers": 4},

@@ -199,3 +199,102 @@ fn validate_is_bounded_and_names_files_duplicates_policy_and_unknown_keys() {
     );
     assert!(stdout.contains("warning: ") && stdout.contains("did you mean `services`"), "{stdout}");
 }
+
+#[test]
+fn the_default_profile_renders_a_ray_cluster_only_its_owner_can_use() {
+    let home = tempfile::tempdir().unwrap();
+    let output = isolated(home.path()).args(["render", "--user", "alice", "-o", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let objects = body["objects"].as_array().unwrap();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {objects:#?}"))
+    };
+    assert_eq!(find("RayCluster", "ray-alice")["spec"]["authOptions"], json!({"mode": "token"}));
+
+    // Her cluster's pods admit her cluster's pods and her notebook (KubeSpawner's labels), and
+    // the ingress controller on the dashboard port only.
+    assert_eq!(objects.iter().filter(|o| o["kind"] == "NetworkPolicy").count(), 2);
+    assert_eq!(
+        find("NetworkPolicy", "ray-alice")["spec"],
+        json!({
+            "podSelector": {"matchLabels": {"ray.io/cluster": "ray-alice"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [
+                {"podSelector": {"matchLabels": {"ray.io/cluster": "ray-alice"}}},
+                {"podSelector": {"matchLabels": {
+                    "component": "singleuser-server",
+                    "hub.jupyter.org/username": "alice",
+                    "hub.jupyter.org/servername": "",
+                }}},
+            ]}],
+        })
+    );
+    assert_eq!(
+        find("NetworkPolicy", "ray-alice-dashboard")["spec"],
+        json!({
+            "podSelector": {"matchLabels": {"ray.io/cluster": "ray-alice", "ray.io/node-type": "head"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                "ports": [{"protocol": "TCP", "port": 8265}],
+            }],
+        })
+    );
+
+    // The notebook gets the token by reference to KubeRay's Secret, never a value.
+    let env = &body["environment"];
+    assert_eq!(env["RAY_AUTH_MODE"], json!("token"));
+    assert_eq!(
+        env["RAY_AUTH_TOKEN"],
+        json!({"valueFrom": {"secretKeyRef": {"name": "ray-alice", "key": "auth_token"}}})
+    );
+
+    // The YAML output shows the reference, not a value.
+    let output = isolated(home.path()).args(["render", "--user", "alice"]).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("#   RAY_AUTH_TOKEN={\"valueFrom\":{\"secretKeyRef\""), "{text}");
+}
+
+#[test]
+fn validate_warns_about_an_open_ray_cluster_and_still_passes() {
+    let home = tempfile::tempdir().unwrap();
+    let output = isolated(home.path()).arg("validate").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && !stdout.contains("warning"),
+        "the repo's defaults are locked: {stdout}"
+    );
+
+    // A JSP-format profile (no slug, applies by image) with a RayCluster and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("profiles.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jupyter-singleuser-profiles}\ndata:\n  jupyterhub-singleuser-profiles.yaml: |\n    profiles:\n    - name: Ray\n      images: ['ray-notebook:*']\n      services:\n        ray:\n          resources: [{name: ray-templates, path: cluster.yaml}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("templates.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ray-templates}\ndata:\n  cluster.yaml: |\n    apiVersion: ray.io/v1\n    kind: RayCluster\n    metadata:\n      name: ray-{{ user }}\n    spec:\n      headGroupSpec: {}\n",
+    )
+    .unwrap();
+    let output = isolated(home.path()).arg("validate").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "a warning is not an error: {stdout}");
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{stdout}");
+    for warning in &warnings {
+        assert!(
+            warning.contains(
+                "service `ray`: the RayCluster of template ConfigMap ray-templates key `cluster.yaml`"
+            ),
+            "{stdout}"
+        );
+    }
+    assert!(warnings[0].contains("no token authentication"), "{stdout}");
+    assert!(warnings[1].contains("no NetworkPolicy"), "{stdout}");
+    assert!(stdout.contains("every profile renders, 2 warning(s)"), "{stdout}");
+}

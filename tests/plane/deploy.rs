@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
@@ -103,9 +104,24 @@ async fn the_kustomize_output_is_accepted_by_the_api_server() {
         let text = deployment.to_string();
         assert!(!text.contains("runAsUser") && !text.contains("fsGroup"), "OpenShift assigns the UID");
 
-        // No Secrets, no wildcards; the only cluster-wide right is TokenReview.
-        let role = find(&objects, "Role").to_string();
-        assert!(!role.contains("secrets") && !role.contains('*'), "{role}");
+        // No Secrets, no wildcards; the only cluster-wide right is TokenReview. The Role in full:
+        // issue 11 added networkpolicies (the per-cluster policies), nothing else.
+        let role = find(&objects, "Role");
+        let text = role.to_string();
+        assert!(!text.contains("secrets") && !text.contains('*'), "{text}");
+        let apply = json!(["get", "create", "patch", "delete"]);
+        assert_eq!(
+            role["rules"],
+            json!([
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+                {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": apply},
+                {"apiGroups": ["route.openshift.io"], "resources": ["routes"], "verbs": apply},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": apply},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            ]),
+            "{role:#}"
+        );
         let cluster_role = find(&objects, "ClusterRole");
         assert_eq!(cluster_role["rules"], json!([{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}]));
         let binding = find(&objects, "ClusterRoleBinding");
@@ -141,7 +157,8 @@ async fn the_service_works_with_exactly_the_deploy_rbac_and_cannot_read_secrets(
         let install: Vec<&Value> = objects.iter().filter(|o| wanted.contains(&kind_name(o).0)).collect();
         assert_eq!(install.len(), 5, "{install:#?}");
         kubectl(&["apply", "-f", "-"], Some(&as_list(&install)));
-        let token = kubectl(&["create", "token", NAME, "-n", &ns, "--duration=1h"], None).trim().to_owned();
+        let sa_token =
+            kubectl(&["create", "token", NAME, "-n", &ns, "--duration=1h"], None).trim().to_owned();
 
         // The service as the Deployment runs it, with the ServiceAccount's token.
         let dir = tempfile::tempdir().unwrap();
@@ -151,7 +168,7 @@ async fn the_service_works_with_exactly_the_deploy_rbac_and_cannot_read_secrets(
                 "server": cluster_env("SUP_TEST_APISERVER"),
                 "certificate-authority": cluster_env("SUP_TEST_CA"),
             }}],
-            "users": [{"name": NAME, "user": {"token": token}}],
+            "users": [{"name": NAME, "user": {"token": sa_token}}],
             "contexts": [{"name": NAME, "context": {"cluster": "plane", "user": NAME, "namespace": ns}}],
             "current-context": NAME,
         });
@@ -169,10 +186,61 @@ async fn the_service_works_with_exactly_the_deploy_rbac_and_cannot_read_secrets(
         assert_eq!(status, StatusCode::OK, "{answer:#}\n{}", service.log());
         assert_eq!(answer["dry_run"], false);
         let cluster = answer["cluster"].as_str().unwrap().to_owned();
+        // The per-cluster NetworkPolicies were applied with the new right.
+        let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &ns);
+        let mut names: Vec<String> = policies
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, [cluster.clone(), format!("{cluster}-dashboard")]);
 
         let (status, listing) = call(&service, "GET", "/api/v1/users/alice/clusters", None).await;
         assert_eq!(status, StatusCode::OK, "{listing:#}");
         assert_eq!(listing["clusters"][0]["name"], json!(cluster), "{listing:#}");
+
+        // KubeRay (v1.6.2) made the cluster's token Secret, owned by the RayCluster; the
+        // notebook's environment refers to it. The admin reads the token to look for it.
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+        let secret = wait_for(Duration::from_secs(60), "KubeRay's token Secret", || async {
+            secrets.get_opt(&cluster).await.ok().flatten()
+        })
+        .await;
+        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("RayCluster", cluster.as_str(), Some(true))
+        );
+        let token = secret.data.as_ref().and_then(|d| d.get("auth_token")).expect("auth_token key").0.clone();
+        let token = String::from_utf8(token).unwrap();
+        assert!(token.len() >= 32, "a generated token");
+        assert_eq!(
+            answer["environment"]["RAY_AUTH_TOKEN"],
+            json!({"valueFrom": {"secretKeyRef": {"name": cluster, "key": "auth_token"}}})
+        );
+        let refused =
+            Api::<Secret>::namespaced(token_client(&sa_token).await, &ns).get(&cluster).await.unwrap_err();
+        assert_eq!(api_error_code(&refused), Some(403), "the service cannot read it: {refused}");
+        // Neither the token nor its base64 form is in any answer, metric or log line.
+        let (_, rendered) =
+            call(&service, "POST", "/api/v1/render", Some(json!({"user": "alice", "profile": "ray"}))).await;
+        let metrics = client::call(service.addr, "GET", "/metrics", None, None).await.unwrap().text();
+        // As the API sends it (base64 of the token, itself KubeRay's base64 of random bytes).
+        let encoded =
+            serde_json::to_value(&secret).unwrap()["data"]["auth_token"].as_str().unwrap().to_owned();
+        for (what, text) in [
+            ("spawn answer", answer.to_string()),
+            ("render answer", rendered.to_string()),
+            ("clusters answer", listing.to_string()),
+            ("metrics", metrics),
+            ("service log", service.log()),
+        ] {
+            assert!(!text.contains(&token) && !text.contains(&encoded), "the token is in the {what}");
+        }
 
         let (status, stopped) = call(&service, "POST", "/api/v1/stop", Some(json!({"user": "alice"}))).await;
         assert_eq!(status, StatusCode::OK, "{stopped:#}");
@@ -185,7 +253,7 @@ async fn the_service_works_with_exactly_the_deploy_rbac_and_cannot_read_secrets(
         .await;
 
         // Least privilege, as the API server enforces it.
-        let sa = token_client(&token).await;
+        let sa = token_client(&sa_token).await;
         let refused =
             Api::<Secret>::namespaced(sa.clone(), &ns).list(&ListParams::default()).await.unwrap_err();
         assert_eq!(api_error_code(&refused), Some(403), "{refused}");

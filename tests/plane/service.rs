@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -143,7 +143,12 @@ fn ingresses(client: &Client, ns: &str) -> Api<Ingress> {
     Api::namespaced(client.clone(), ns)
 }
 
-/// Names of the objects this service made in `ns`: owner ConfigMaps, RayClusters, Ingresses.
+fn policies(client: &Client, ns: &str) -> Api<NetworkPolicy> {
+    Api::namespaced(client.clone(), ns)
+}
+
+/// Names of the objects this service made in `ns`: owner ConfigMaps, RayClusters, Ingresses,
+/// NetworkPolicies.
 async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
     let params = ListParams::default().labels(MANAGED);
     let mut names = Vec::new();
@@ -155,6 +160,9 @@ async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
     }
     for ingress in ingresses(client, ns).list(&params).await.unwrap() {
         names.push(format!("Ingress/{}", ingress.metadata.name.unwrap()));
+    }
+    for policy in Api::<NetworkPolicy>::namespaced(client.clone(), ns).list(&params).await.unwrap() {
+        names.push(format!("NetworkPolicy/{}", policy.metadata.name.unwrap()));
     }
     names
 }
@@ -195,6 +203,8 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
         for metadata in [
             rayclusters(&client, &ns).get(&cluster).await.unwrap().metadata,
             ingresses(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap().metadata,
+            policies(&client, &ns).get(&cluster).await.unwrap().metadata,
+            policies(&client, &ns).get(&format!("{cluster}-dashboard")).await.unwrap().metadata,
         ] {
             let labels = metadata.labels.clone().unwrap();
             assert_eq!(labels["app.kubernetes.io/managed-by"], "singleuser-profiles");
@@ -212,6 +222,22 @@ async fn spawn_applies_owned_labelled_objects_and_kuberay_brings_the_head_up() {
             async move { rcs.get(&cluster).await.ok()?.head_ready().then_some(()) }
         })
         .await;
+
+        // KubeRay v1.6.2 gave the head its token from the Secret the notebook refers to.
+        let token_ref = json!({"valueFrom": {"secretKeyRef": {"name": cluster, "key": "auth_token"}}});
+        assert_eq!(answer["environment"]["RAY_AUTH_TOKEN"], token_ref);
+        assert_eq!(env(&answer, "RAY_AUTH_MODE"), "token");
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        let head = ListParams::default().labels(&format!("ray.io/cluster={cluster},ray.io/node-type=head"));
+        let head = pods.list(&head).await.unwrap().items.remove(0);
+        let head_env = serde_json::to_value(&head.spec.unwrap().containers[0].env).unwrap();
+        let head_env = head_env.as_array().unwrap();
+        assert!(head_env.contains(&json!({"name": "RAY_AUTH_MODE", "value": "token"})), "{head_env:#?}");
+        assert!(
+            head_env.contains(&json!({"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": cluster, "key": "auth_token"}}})),
+            "{head_env:#?}"
+        );
+        assert!(Api::<Secret>::namespaced(client.clone(), &ns).get(&cluster).await.is_ok(), "KubeRay's token Secret");
 
         let path = format!("/api/v1/users/{}/clusters", "Eje@RedHat.com".replace('@', "%40"));
         let (status, listing) = service.call("GET", &path, None).await;
@@ -242,7 +268,7 @@ async fn spawning_twice_changes_nothing_and_stop_removes_everything() {
         assert_eq!(first["pod"], second["pod"]);
         assert_eq!(rc_uid(&first), rc_uid(&second), "the same RayCluster, not a new one");
         assert_eq!(managed_objects(&client, &ns).await, before);
-        assert_eq!(before.len(), 3, "owner, RayCluster, Ingress: {before:?}");
+        assert_eq!(before.len(), 5, "owner, RayCluster, Ingress, two NetworkPolicies: {before:?}");
 
         let stop = json!({"user": "alice", "server": "gpu"});
         let (status, stopped) = service.call("POST", "/api/v1/stop", Some(stop.clone())).await;
@@ -614,7 +640,7 @@ async fn render_writes_nothing_and_the_api_needs_the_hub_token() {
         let (status, answer) = service.call("POST", "/api/v1/render", Some(json!({"user": "carol"}))).await;
         assert_eq!(status, StatusCode::OK, "{answer:#}");
         assert_eq!(answer["dry_run"], json!(true));
-        assert_eq!(answer["objects"].as_array().unwrap().len(), 2);
+        assert_eq!(answer["objects"].as_array().unwrap().len(), 4);
         assert!(managed_objects(&client, &ns).await.is_empty());
 
         let (status, err) = service
@@ -796,7 +822,11 @@ async fn a_cluster_whose_notebook_never_appears_is_reaped_by_either_replica() {
         .await;
         replica.abort();
         let left = managed_objects(&client, &ns).await;
-        assert_eq!(left.len(), 3, "the kept notebook's owner, RayCluster and Ingress stay: {left:?}");
+        assert_eq!(
+            left.len(),
+            5,
+            "the kept notebook's owner, RayCluster, Ingress and two NetworkPolicies stay: {left:?}"
+        );
     })
     .await;
 }
@@ -828,7 +858,11 @@ async fn quotas_refuse_with_a_429_naming_the_limit_and_change_nothing() {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{err:#}");
         assert!(err["message"].as_str().unwrap().contains("limit is 2"), "{err:#}");
         let objects = managed_objects(&client, &ns).await;
-        assert_eq!(objects.len(), 6, "two owners with a RayCluster and an Ingress each: {objects:?}");
+        assert_eq!(
+            objects.len(),
+            10,
+            "two owners with a RayCluster, an Ingress and two NetworkPolicies each: {objects:?}"
+        );
         assert!(!objects.iter().any(|o| o.contains("carol")), "{objects:?}");
     })
     .await;

@@ -265,6 +265,15 @@ class SingleuserProfiles(LoggingConfigurable):
                 done += " (dry run: nothing was created)"
             reporter.emit(40, done)
             self.log.info("singleuser-profiles: %s: %s", who, done)
+            secret = token_secret(answer)
+            if secret and not waited and not answer.get("dry_run"):
+                # The notebook's RAY_AUTH_TOKEN refers to KubeRay's Secret; until KubeRay has
+                # made it, the kubelet holds the container (CreateContainerConfigError) and
+                # retries. Normal, and short: say so before KubeSpawner shows that event.
+                waiting = (f"Waiting for the Ray token Secret {secret}: KubeRay creates it with "
+                           "the cluster, and your notebook starts once it exists")
+                reporter.emit(45, waiting)
+                self.log.info("singleuser-profiles: %s: %s", who, waiting)
         except ServiceError as err:
             refused = _refusal(err)
             self.log.error(
@@ -486,6 +495,15 @@ def _refusal(err: ServiceError) -> SpawnRefused:
                 "(the Ray cluster profiles need fixing).")
     return SpawnRefused(err.status, f"Your notebook could not start: {what}. {hint}",
                         code=err.code)
+
+
+def token_secret(answer: Mapping[str, Any]) -> str:
+    """The Secret the answer's RAY_AUTH_TOKEN refers to (KubeRay's), or "" without one."""
+    value = (answer.get("environment") or {}).get("RAY_AUTH_TOKEN")
+    if not isinstance(value, Mapping):
+        return ""
+    ref = (value.get("valueFrom") or {}).get("secretKeyRef") or {}
+    return str(ref.get("name") or "") if isinstance(ref, Mapping) else ""
 
 
 def _is_kubespawner(spawner: Any) -> bool:

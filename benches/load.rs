@@ -2,6 +2,9 @@
 //!
 //! ```sh
 //! cargo bench --bench load -- dry      # memory (idle, 1,000 profiles) + dry-run render throughput
+//! cargo bench --bench load -- ratio    # render throughput and p99 as a fraction of an HTTP floor
+//! cargo bench --bench load -- peer     # storm: baseline, service and JSP 0.7.0 (benches/jsp_storm.py)
+//!                                      # each in a fresh namespace; --phases, --jsp-timeout SECS
 //! eval "$(scripts/cluster env)"        # a running control plane (scripts/cluster up)
 //! cargo bench --bench load -- storm    # spawn storm 100 and 1,000 users vs. direct kube-rs applies,
 //!                                      # API calls per spawn, peak RSS, ConfigMap change latency
@@ -10,7 +13,8 @@
 //! ```
 //! Options (after `--`): `--duration SECS` (render, default 10), `--concurrency N` (render,
 //! default 32), `--users 100,1000` (storm), `--namespace NS` (storm, default `sup-bench-<time>`;
-//! deleted afterwards), `--client-threads N` (render client runtime, default 1).
+//! deleted afterwards), `--client-threads N` (render client runtime, default 1), `--connections
+//! 4,8` and `--repeats N` (ratio, default 3).
 //! It runs the release binary of this package (`CARGO_BIN_EXE_singleuser-profiles`).
 
 mod common;
@@ -31,6 +35,10 @@ use singleuser_profiles::plan::{self, Plan, SpawnRequest};
 use singleuser_profiles_testkit::client::{self, Connection};
 use singleuser_profiles_testkit::process::Service;
 
+// The service's allocator, so the HTTP floor (this binary, `floor-server`) allocates as it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BIN: &str = env!("CARGO_BIN_EXE_singleuser-profiles");
 const TOKEN: &str = "bench-hub-token";
 
@@ -46,6 +54,12 @@ struct Opts {
     users: Vec<usize>,
     namespace: Option<String>,
     client_threads: usize,
+    connections: Vec<usize>,
+    repeats: usize,
+    body: Option<std::path::PathBuf>,
+    listen: Option<String>,
+    phases: Vec<String>,
+    jsp_timeout: u64,
 }
 
 fn opts() -> Opts {
@@ -56,6 +70,12 @@ fn opts() -> Opts {
         users: vec![100, 1000],
         namespace: None,
         client_threads: 1,
+        connections: vec![4, 8],
+        repeats: 3,
+        body: None,
+        listen: None,
+        phases: vec!["baseline".into(), "service".into(), "jsp".into()],
+        jsp_timeout: 1800,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -77,6 +97,25 @@ fn opts() -> Opts {
                     .collect()
             }
             "--namespace" => o.namespace = Some(args.next().expect("--namespace NS")),
+            "--connections" => {
+                o.connections = args
+                    .next()
+                    .expect("--connections N[,N]")
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--connections N[,N]"))
+                    .collect()
+            }
+            "--phases" => {
+                o.phases =
+                    args.next().expect("--phases a,b").split(',').map(|p| p.trim().to_owned()).collect()
+            }
+            "--jsp-timeout" => {
+                o.jsp_timeout = args.next().and_then(|v| v.parse().ok()).expect("--jsp-timeout SECS")
+            }
+            "--repeats" => o.repeats = args.next().and_then(|v| v.parse().ok()).expect("--repeats N"),
+            // floor-server only: the canned answer, and the address Service::start appends.
+            "--body" => o.body = Some(args.next().expect("--body FILE").into()),
+            "--listen" => o.listen = Some(args.next().expect("--listen ADDR")),
             m if !m.starts_with('-') && o.mode.is_empty() => o.mode = m.to_owned(),
             other => panic!("unknown argument {other}; see benches/load.rs"),
         }
@@ -86,6 +125,9 @@ fn opts() -> Opts {
 
 fn main() {
     let o = opts();
+    if o.mode == "floor-server" {
+        return floor_server(&o);
+    }
     println!("# load tool: {} ({})", if o.mode.is_empty() { "dry" } else { &o.mode }, machine());
     match o.mode.as_str() {
         "" | "dry" => dry(&o),
@@ -94,9 +136,11 @@ fn main() {
             render_throughput(&server, &o);
         }
         "memory" => memory(),
+        "ratio" => ratio(&o),
+        "peer" => peer(&o).expect("peer"),
         "storm" => storm(&o).expect("storm"),
         "hostile" => hostile(),
-        other => panic!("unknown mode {other}: dry, render, memory, storm or hostile"),
+        other => panic!("unknown mode {other}: dry, render, ratio, memory, storm, peer or hostile"),
     }
 }
 
@@ -120,6 +164,11 @@ impl Server {
     fn start(args: &[&str], dir: tempfile::TempDir) -> Server {
         let mut command = Command::new(BIN);
         command.arg("serve").args(args).current_dir(common::repo());
+        Server::start_command(command, dir)
+    }
+
+    /// Any server `Service::start` can run: it listens where told and logs `listen` in JSON.
+    fn start_command(command: Command, dir: tempfile::TempDir) -> Server {
         // A thread with a runtime of its own, so this works from sync and async callers alike.
         let service = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -129,6 +178,18 @@ impl Server {
         .expect("the server starts");
         let addr = service.addr;
         Server { service, addr, _dir: dir }
+    }
+
+    /// Cluster mode on `ns` with the hub token, without quotas: the storm is 1,000 users and
+    /// the baseline's clusters count towards them too.
+    fn cluster(ns: &str) -> Res<Server> {
+        let dir = tempfile::tempdir()?;
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, TOKEN)?;
+        let token_arg = token_file.display().to_string();
+        let args = ["--mode", "cluster", "--namespace", ns, "--hub-token-file", &token_arg];
+        let quotas = ["--max-clusters", "0", "--max-clusters-per-user", "0"];
+        Ok(Server::start(&[&args[..], &quotas[..]].concat(), dir))
     }
 
     /// The defaults in dry-run mode (repo folders), or a profiles folder of `total` profiles.
@@ -386,16 +447,57 @@ fn render_throughput(server: &Server, o: &Opts) {
         o.concurrency, o.duration, o.client_threads
     );
     let before = server.memory();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(o.client_threads)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime(o);
+    let t = throughput(&rt, server.addr, o.concurrency, o.duration as f64);
+    println!("{}", t.line());
+    println!("server memory before: {before}; after: {}", server.memory());
+    println!("machine after: {}", machine());
+}
+
+/// The render client's runtime: `--client-threads` workers (1 by default, so the client takes
+/// one of the 2 CPUs at most).
+fn client_runtime(o: &Opts) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(o.client_threads).enable_all().build().unwrap()
+}
+
+/// One throughput measurement: the latencies recorded, sorted, and the measured wall time.
+struct Throughput {
+    lat: Vec<Duration>,
+    wall: Duration,
+    errors: usize,
+}
+
+impl Throughput {
+    fn rate(&self) -> f64 {
+        self.lat.len() as f64 / self.wall.as_secs_f64()
+    }
+
+    fn p99(&self) -> Duration {
+        percentile(&self.lat, 99.0)
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "requests {} in {:.2} s = {:.0} req/s; errors {}; p50 {} p90 {} p99 {} p99.9 {} max {}",
+            self.lat.len(),
+            self.wall.as_secs_f64(),
+            self.rate(),
+            self.errors,
+            ms(percentile(&self.lat, 50.0)),
+            ms(percentile(&self.lat, 90.0)),
+            ms(self.p99()),
+            ms(percentile(&self.lat, 99.9)),
+            ms(*self.lat.last().unwrap_or(&Duration::ZERO)),
+        )
+    }
+}
+
+/// `concurrency` keep-alive connections posting render requests (1,000 different users) to
+/// `addr` back to back: 2 s of warm-up, then `secs` measured.
+fn throughput(rt: &tokio::runtime::Runtime, addr: SocketAddr, concurrency: usize, secs: f64) -> Throughput {
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..1000).map(render_body).collect());
     let run = |secs: f64, record: bool| {
         let bodies = bodies.clone();
-        let addr = server.addr;
-        let concurrency = o.concurrency;
         rt.block_on(async move {
             let deadline = Instant::now() + Duration::from_secs_f64(secs);
             let mut tasks = Vec::new();
@@ -434,23 +536,124 @@ fn render_throughput(server: &Server, o: &Opts) {
     };
     run(2.0, false); // warm-up
     let started = Instant::now();
-    let (mut lat, errors) = run(o.duration as f64, true);
+    let (mut lat, errors) = run(secs, true);
     let wall = started.elapsed();
     lat.sort_unstable();
-    let after = server.memory();
+    Throughput { lat, wall, errors }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ratio: dry-run render against the HTTP floor, in the same run
+
+/// The HTTP floor: this binary as a minimal axum server answering every `POST /api/v1/render`
+/// with a canned copy of a render answer. It runs as the service does (its own process, the
+/// same Tokio runtime settings, the same allocator, the service's own accept loop and
+/// connection limits from the service's flag defaults), so what differs is what the service
+/// does per request: middleware, auth, body limits, tracing, metrics, the render itself.
+fn floor_server(o: &Opts) {
+    use clap::Parser;
+    use singleuser_profiles::api::listener::{self, ConnectionLimits};
+
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        serve: singleuser_profiles::args::ServeArgs,
+    }
+    let args = Defaults::parse_from(["floor-server"]).serve;
+    let body =
+        Bytes::from(std::fs::read(o.body.as_ref().expect("floor-server --body FILE")).expect("--body"));
+    let listen = o.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+    // serve::run's runtime: multi-thread, default worker count (one per CPU).
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let answer = move |_request: Bytes| {
+            let body = body.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+        };
+        let router = axum::Router::new()
+            .route("/api/v1/render", axum::routing::post(answer))
+            .route("/readyz", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind(&listen).await.expect("--listen");
+        // The line Service::start reads the port from.
+        eprintln!("{}", json!({"listen": listener.local_addr().unwrap().to_string()}));
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(args.header_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            max_connections: args.max_connections,
+        };
+        let metrics = singleuser_profiles::metrics::Metrics::default();
+        listener::serve(listener, router, limits, metrics, std::future::pending(), Duration::ZERO).await;
+    });
+}
+
+/// For each repeat and connection count, the floor and the service measured back to back by
+/// the same client (the order alternates between repeats), then the ratios.
+fn ratio(o: &Opts) {
+    let service = Server::dry_run(None);
+    let dir = tempfile::tempdir().unwrap();
+    let canned = dir.path().join("render-answer.json");
+    let rt = client_runtime(o);
+    let answer = rt.block_on(async {
+        let mut conn = Conn::open(service.addr).await.unwrap();
+        let (status, body) = post(&mut conn, "/api/v1/render", render_body(0), None).await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        body
+    });
+    std::fs::write(&canned, &answer).unwrap();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["floor-server", "--body"]).arg(&canned);
+    let floor = Server::start_command(command, dir);
     println!(
-        "requests {} in {:.2} s = {:.0} req/s; errors {errors}; p50 {} p90 {} p99 {} p99.9 {} max {}",
-        lat.len(),
-        wall.as_secs_f64(),
-        lat.len() as f64 / wall.as_secs_f64(),
-        ms(percentile(&lat, 50.0)),
-        ms(percentile(&lat, 90.0)),
-        ms(percentile(&lat, 99.0)),
-        ms(percentile(&lat, 99.9)),
-        ms(*lat.last().unwrap_or(&Duration::ZERO)),
+        "\n## render vs. HTTP floor: POST /api/v1/render, {} s each, connections {:?}, {} repeats, \
+         client runtime {} thread(s); the floor answers the service's {}-byte render answer",
+        o.duration,
+        o.connections,
+        o.repeats,
+        o.client_threads,
+        answer.len()
     );
-    println!("server memory before: {before}; after: {after}");
-    println!("machine after: {}", machine());
+    // (connections, floor req/s, floor p99, service req/s, service p99)
+    let mut rows = Vec::new();
+    for repeat in 0..o.repeats {
+        for &c in &o.connections {
+            let mut order = [("floor", floor.addr), ("service", service.addr)];
+            if repeat % 2 == 1 {
+                order.reverse();
+            }
+            let mut got = BTreeMap::new();
+            for (label, addr) in order {
+                let load = machine();
+                let t = throughput(&rt, addr, c, o.duration as f64);
+                println!("repeat {} {c} conn {label:7}: {} ({load})", repeat + 1, t.line());
+                got.insert(label, t);
+            }
+            let (f, s) = (&got["floor"], &got["service"]);
+            println!(
+                "repeat {} {c} conn ratio service/floor: throughput {:.2}, p99 {:.2}x",
+                repeat + 1,
+                s.rate() / f.rate(),
+                s.p99().as_secs_f64() / f.p99().as_secs_f64()
+            );
+            rows.push((c, f.rate(), f.p99(), s.rate(), s.p99()));
+        }
+    }
+    println!(
+        "\n| connections | repeat | floor req/s | floor p99 | service req/s | service p99 | throughput ratio | p99 ratio |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for &c in &o.connections {
+        for (i, (_, fr, fp, sr, sp)) in rows.iter().filter(|r| r.0 == c).enumerate() {
+            println!(
+                "| {c} | {} | {fr:.0} | {} | {sr:.0} | {} | {:.2} | {:.2}x |",
+                i + 1,
+                ms(*fp),
+                ms(*sp),
+                sr / fr,
+                sp.as_secs_f64() / fp.as_secs_f64()
+            );
+        }
+    }
+    println!("service memory at the end: {}; machine after: {}", service.memory(), machine());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,7 +696,8 @@ fn delta(after: &Counts, before: &Counts) -> Counts {
 /// The resources a spawn writes, and what ODH's library used to read per spawn.
 fn is_spawn_path(key: &(String, String, String)) -> bool {
     let (verb, resource, _) = key;
-    (verb == "APPLY" && matches!(resource.as_str(), "configmaps" | "rayclusters" | "ingresses"))
+    (matches!(verb.as_str(), "APPLY" | "POST") && matches!(resource.as_str(), "configmaps" | "rayclusters" | "ingresses"))
+        || (resource == "secrets" && verb == "GET") // JSP reads the user's Secret
         || (resource == "configmaps" && matches!(verb.as_str(), "GET" | "LIST" | "WATCH"))
         || resource.is_empty() // discovery (/api, /apis) and other non-resource GETs
 }
@@ -754,26 +958,7 @@ async fn storm_in(o: &Opts, client: &Client, ns: &str) -> Res<()> {
     let repo_cms = common::repo_configmaps();
     apply_manifests(client, ns, &repo_cms).await?;
 
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN)?;
-    let token_arg = token_file.display().to_string();
-    // No quotas: the storm is 1,000 users and the baseline's clusters count towards them too.
-    let server = Server::start(
-        &[
-            "--mode",
-            "cluster",
-            "--namespace",
-            ns,
-            "--hub-token-file",
-            &token_arg,
-            "--max-clusters",
-            "0",
-            "--max-clusters-per-user",
-            "0",
-        ],
-        dir,
-    );
+    let server = Server::cluster(ns)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("server idle in cluster mode (repo profiles, ConfigMap watch): {}", server.memory());
 
@@ -876,6 +1061,335 @@ async fn storm_in(o: &Opts, client: &Client, ns: &str) -> Res<()> {
     println!("server log: {} lines, {} WARN/ERROR", log.lines().count(), warns.len());
     for line in warns.iter().take(5) {
         println!("  {line}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// peer: the baseline, the service and JSP 0.7.0, each in a fresh namespace in the same state
+
+/// The storm's JSP-format ConfigMaps (benches/storm), read alike by JSP and the service.
+fn peer_configmaps() -> Vec<singleuser_profiles::catalog::ConfigMapSource> {
+    singleuser_profiles::catalog::load_paths(&[common::repo().join("benches/storm")])
+        .expect("benches/storm loads")
+}
+
+const PEER_IMAGE: &str = "ray-notebook:storm";
+
+/// The user settings ConfigMap JSP's spawn page leaves (`jupyterhub-singleuser-profile-<user>`);
+/// JSP needs it for the image (its default comes from OpenShift ImageStreams), and the service
+/// reads it through its watch. User names are letters and digits, so JSP's escape keeps them.
+fn user_settings(user: &str) -> singleuser_profiles::catalog::ConfigMapSource {
+    singleuser_profiles::catalog::ConfigMapSource {
+        name: format!("jupyterhub-singleuser-profile-{user}"),
+        labels: BTreeMap::new(),
+        data: BTreeMap::from([(
+            "profile".to_owned(),
+            format!("gpu: '0'\nlast_selected_image: {PEER_IMAGE}\nlast_selected_size: ''\n"),
+        )]),
+    }
+}
+
+fn peer_request(user: &str, ns: &str) -> SpawnRequest {
+    SpawnRequest {
+        user: user.to_owned(),
+        image: Some(PEER_IMAGE.to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..SpawnRequest::default()
+    }
+}
+
+/// CPU seconds (user + system) a process used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // CLK_TCK is 100 on Linux
+}
+
+/// A namespace holding the storm's ConfigMaps and `n` users' settings (and the warm-up user's).
+async fn prepare_namespace(client: &Client, ns: &str, n: usize) -> Res<()> {
+    use futures::StreamExt;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?)
+        .await?;
+    let mut cms = peer_configmaps();
+    cms.push(user_settings("warmup"));
+    cms.extend((0..n).map(|i| user_settings(&format!("user{i}"))));
+    let results: Vec<Res<()>> =
+        futures::stream::iter(cms.chunks(50).map(|chunk| apply_manifests(client, ns, chunk)))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    results.into_iter().collect()
+}
+
+/// Deletes a phase's namespace and waits (bounded) until it is gone with everything in it, so
+/// the next phase meets the cluster as this one did.
+async fn remove_namespace(client: &Client, ns: &str, max: Duration) -> Res<Duration> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let t = Instant::now();
+    let _ = namespaces.delete(ns, &DeleteParams::background()).await;
+    while namespaces.get_opt(ns).await?.is_some() {
+        if t.elapsed() > max {
+            println!("  namespace {ns} still there after {} s; going on", max.as_secs());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(t.elapsed())
+}
+
+/// One phase's figures.
+struct PhaseResult {
+    label: &'static str,
+    storm: StormResult,
+    calls: f64,
+    cpu_per_spawn: f64,
+    peak: String,
+}
+
+fn jsp_python() -> Res<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SUP_JSP_PYTHON_VENV") {
+        return Ok(std::path::PathBuf::from(p).join("bin/python"));
+    }
+    let cache = std::env::var_os("SUP_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/singleuser-profiles")
+    });
+    std::fs::read_dir(&cache)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("jsp-venv-"))
+                && p.join(".complete").exists()
+        })
+        .map(|p| p.join("bin/python"))
+        .ok_or_else(|| {
+            format!("no JSP venv in {}: run tests/jsp/run once (or set SUP_JSP_PYTHON_VENV)", cache.display())
+                .into()
+        })
+}
+
+/// JSP's spawn path for `n` users at once in `ns` (benches/jsp_storm.py), bounded by `max`.
+async fn jsp_phase(client: &Client, ns: &str, n: usize, max: Duration) -> Res<PhaseResult> {
+    use std::io::{BufRead, BufReader, Write};
+    let python = jsp_python()?;
+    let mut child = Command::new(&python)
+        .arg(common::repo().join("benches/jsp_storm.py"))
+        .args(["--namespace", ns, "--users", &n.to_string(), "--image", PEER_IMAGE])
+        .args(["--max-seconds", &max.as_secs().to_string()])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let next_line = |timeout: Duration| {
+        let rx = rx.clone();
+        tokio::task::spawn_blocking(move || rx.lock().unwrap().recv_timeout(timeout).ok())
+    };
+    let started = Instant::now();
+    let ready = next_line(max).await?;
+    if ready.as_deref() != Some("ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("the JSP harness did not get ready: {ready:?}").into());
+    }
+    println!(
+        "  JSP harness ready ({n} spawners built, warm-up spawn done) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    settle(client, 30.0, Duration::from_secs(120)).await?;
+    let before = apiserver_counts(client).await?;
+    child.stdin.as_mut().expect("piped").write_all(b"go\n")?;
+    // The bound is checked before each spawn starts; the one running then still finishes.
+    let line = next_line(max + Duration::from_secs(300)).await?;
+    let after = apiserver_counts(client).await?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(line) = line else {
+        return Err(format!(
+            "JSP's storm of {n} did not end within {} s (harness pid {pid} killed)",
+            max.as_secs()
+        )
+        .into());
+    };
+    let v: Value = serde_json::from_str(&line)?;
+    let secs = |x: &Value| Duration::from_secs_f64(x.as_f64().unwrap_or(0.0));
+    let storm = StormResult {
+        lat: v["latencies"].as_array().map(|a| a.iter().map(secs).collect()).unwrap_or_default(),
+        wall: secs(&v["wall"]),
+        errors: v["errors"].as_u64().unwrap_or(0) as usize,
+        first_error: v["first_error"].as_str().map(str::to_owned),
+    };
+    let unstarted = v["unstarted"].as_u64().unwrap_or(0) as usize;
+    let mut storm = storm;
+    // A spawn not begun within the bound would have ended after the wall time: counted as that,
+    // the percentiles are lower bounds.
+    storm.lat.extend(std::iter::repeat_n(storm.wall, unstarted));
+    println!("jsp, JSP 0.7.0 hooks on one asyncio loop: {}", storm.line());
+    if unstarted > 0 {
+        println!(
+            "  {unstarted} of {n} spawns not begun within --jsp-timeout {} s, counted as taking the wall time: \
+             the percentiles are lower bounds",
+            max.as_secs()
+        );
+    }
+    let calls = print_counts("jsp", &delta(&after, &before), n);
+    let kib = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1024.0;
+    let peak = format!(
+        "VmRSS {:.1} MiB before, VmHWM {:.1} MiB (Python process; spawners built in {:.1} s)",
+        kib("rss_before_kib"),
+        kib("hwm_kib"),
+        v["build_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!("  {peak}");
+    let cpu_per_spawn = v["cpu_seconds"].as_f64().unwrap_or(0.0) / n as f64;
+    Ok(PhaseResult { label: "jsp", storm, calls, cpu_per_spawn, peak })
+}
+
+async fn service_phase(client: &Client, ns: &str, n: usize) -> Res<PhaseResult> {
+    let server = Server::cluster(ns)?;
+    let warm = spawn_storm(server.addr, vec![peer_request("warmup", ns)]).await;
+    if warm.errors > 0 {
+        return Err(format!("the warm-up spawn failed: {}", warm.line()).into());
+    }
+    settle(client, 30.0, Duration::from_secs(120)).await?;
+    let mem_before = server.memory();
+    let cpu = cpu_seconds(server.service.pid());
+    let before = apiserver_counts(client).await?;
+    let requests = (0..n).map(|i| peer_request(&format!("user{i}"), ns)).collect();
+    let storm = spawn_storm(server.addr, requests).await;
+    let after = apiserver_counts(client).await?;
+    let cpu_per_spawn = (cpu_seconds(server.service.pid()) - cpu) / n as f64;
+    println!("service, POST /api/v1/spawn: {}", storm.line());
+    let calls = print_counts("service", &delta(&after, &before), n);
+    let peak = format!("{mem_before} before; after: {}", server.memory());
+    println!("  server memory {peak}");
+    Ok(PhaseResult { label: "service", storm, calls, cpu_per_spawn, peak })
+}
+
+async fn baseline_phase(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    kinds: &BTreeMap<String, ApiResource>,
+) -> Res<PhaseResult> {
+    let catalog = Catalog::build(&ProfileSelector::default(), &peer_configmaps(), None);
+    let plan_for = |user: &str| plan::plan(&catalog, &peer_request(user, ns), ns);
+    let warm = baseline(client, vec![plan_for("warmup")?], kinds).await;
+    if warm.errors > 0 {
+        return Err(format!("the warm-up apply failed: {}", warm.line()).into());
+    }
+    let plans: Vec<Plan> = (0..n).map(|i| plan_for(&format!("user{i}"))).collect::<Result<_, _>>()?;
+    settle(client, 30.0, Duration::from_secs(120)).await?;
+    let me = std::process::id();
+    let mem_before = Mem::of(me);
+    let cpu = cpu_seconds(me);
+    let before = apiserver_counts(client).await?;
+    let storm = baseline(client, plans, kinds).await;
+    let after = apiserver_counts(client).await?;
+    let cpu_per_spawn = (cpu_seconds(me) - cpu) / n as f64;
+    println!("baseline, direct kube-rs SSA from the load tool: {}", storm.line());
+    let calls = print_counts("baseline", &delta(&after, &before), n);
+    let peak = format!("load tool {mem_before} before; after: {}", Mem::of(me));
+    println!("  {peak}");
+    Ok(PhaseResult { label: "baseline", storm, calls, cpu_per_spawn, peak })
+}
+
+fn peer(o: &Opts) -> Res<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(peer_async(o))
+}
+
+async fn peer_async(o: &Opts) -> Res<()> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        return Err("peer needs a control plane: scripts/cluster up; eval \"$(scripts/cluster env)\"".into());
+    }
+    let client = Client::try_default().await?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut kinds = BTreeMap::new();
+    for (gv, kind) in [("v1", "ConfigMap"), ("ray.io/v1", "RayCluster"), ("networking.k8s.io/v1", "Ingress")]
+    {
+        let (group, version) = gv.split_once('/').unwrap_or(("", gv));
+        let (ar, _) =
+            kube::discovery::pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind)).await?;
+        kinds.insert(format!("{gv}/{kind}"), ar);
+    }
+    println!("\n## spawn storm: baseline, service and JSP 0.7.0, each phase in a fresh namespace");
+    let jsp_max = Duration::from_secs(o.jsp_timeout);
+    for &n in &o.users {
+        println!("\n### {n} users at once ({})", machine());
+        let mut results = Vec::new();
+        for phase in o.phases.iter().map(String::as_str) {
+            let ns = format!("sup-peer-{stamp}-{n}-{phase}");
+            let t = Instant::now();
+            prepare_namespace(&client, &ns, n).await?;
+            let r = settle(&client, 30.0, Duration::from_secs(120)).await?;
+            println!(
+                "\n{phase} in {ns}: {n} users' settings and the storm ConfigMaps in {:.1} s; API server at {r:.0} req/s ({})",
+                t.elapsed().as_secs_f64(),
+                machine()
+            );
+            let result = match phase {
+                "baseline" => baseline_phase(&client, &ns, n, &kinds).await,
+                "service" => service_phase(&client, &ns, n).await,
+                "jsp" => jsp_phase(&client, &ns, n, jsp_max).await,
+                other => Err(format!("unknown phase {other}: baseline, service, jsp").into()),
+            };
+            match result {
+                Ok(r) => results.push(r),
+                Err(e) => println!("  {phase} failed: {e}"),
+            }
+            let gone = remove_namespace(&client, &ns, Duration::from_secs(300)).await?;
+            println!("  namespace removed in {:.1} s", gone.as_secs_f64());
+        }
+        println!(
+            "\n| users | phase | p50 | p99 | wall | errors | spawn-path calls / spawn | CPU s / spawn | memory |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for r in &results {
+            println!(
+                "| {n} | {} | {} | {} | {:.2} s | {} | {:.2} | {:.4} | {} |",
+                r.label,
+                ms(percentile(&r.storm.lat, 50.0)),
+                ms(percentile(&r.storm.lat, 99.0)),
+                r.storm.wall.as_secs_f64(),
+                r.storm.errors,
+                r.calls,
+                r.cpu_per_spawn,
+                r.peak
+            );
+        }
+        let find = |l: &str| results.iter().find(|r| r.label == l);
+        if let Some(s) = find("service") {
+            for other in ["jsp", "baseline"] {
+                if let Some(b) = find(other) {
+                    let q = |p: f64| {
+                        percentile(&s.storm.lat, p).as_secs_f64() / percentile(&b.storm.lat, p).as_secs_f64()
+                    };
+                    println!(
+                        "ratio service/{other}: p50 {:.3}x, p99 {:.3}x, wall {:.3}x, calls {:.2}x, CPU {:.3}x",
+                        q(50.0),
+                        q(99.0),
+                        s.storm.wall.as_secs_f64() / b.storm.wall.as_secs_f64(),
+                        s.calls / b.calls,
+                        s.cpu_per_spawn / b.cpu_per_spawn
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

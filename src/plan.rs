@@ -623,6 +623,14 @@ mod tests {
     use super::*;
     use crate::catalog::{ConfigMapSource, ProfileSelector};
 
+    fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMapSource {
+        ConfigMapSource {
+            name: name.into(),
+            labels: Default::default(),
+            data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
     const PROFILES: &str = r#"
 profiles:
 - name: globals
@@ -655,11 +663,6 @@ profiles:
     const ROUTE: &str = "apiVersion: route.openshift.io/v1\nkind: Route\nmetadata:\n  name: dashboard\nspec:\n  host: dash.apps.example.com\n  tls: {termination: edge}\n";
 
     fn catalog() -> Catalog {
-        let cm = |name: &str, data: &[(&str, &str)]| ConfigMapSource {
-            name: name.into(),
-            labels: Default::default(),
-            data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
         let sources = [
             cm("jupyter-singleuser-profiles", &[(crate::profile::PROFILES_KEY, PROFILES)]),
             cm("tpl", &[("rc.yaml", RC), ("route.yaml", ROUTE)]),
@@ -765,24 +768,17 @@ profiles:
     #[test]
     fn a_template_that_does_not_compile_refuses_the_spawn_with_its_error() {
         let sources = [
-            ConfigMapSource {
-                name: "jupyter-singleuser-profiles".into(),
-                labels: Default::default(),
-                data: [(
-                    crate::profile::PROFILES_KEY.to_owned(),
-                    "profiles:\n- services:\n    s: {resources: [{name: tpl, path: bad.yaml}]}\n".to_owned(),
-                )]
-                .into(),
-            },
-            ConfigMapSource {
-                name: "tpl".into(),
-                labels: Default::default(),
-                data: [(
-                    "bad.yaml".to_owned(),
-                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: [unclosed\n".to_owned(),
-                )]
-                .into(),
-            },
+            cm(
+                "jupyter-singleuser-profiles",
+                &[(
+                    crate::profile::PROFILES_KEY,
+                    "profiles:\n- services:\n    s: {resources: [{name: tpl, path: bad.yaml}]}\n",
+                )],
+            ),
+            cm(
+                "tpl",
+                &[("bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: [unclosed\n")],
+            ),
         ];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let Err(PlanError::Template(error)) = plan(&catalog, &request("eve"), "ns") else {
@@ -797,15 +793,10 @@ profiles:
 
     #[test]
     fn a_service_without_resources_is_refused() {
-        let sources = [ConfigMapSource {
-            name: "jupyter-singleuser-profiles".into(),
-            labels: Default::default(),
-            data: [(
-                crate::profile::PROFILES_KEY.to_owned(),
-                "profiles:\n- services:\n    s: {configuration: {a: 1}}\n".to_owned(),
-            )]
-            .into(),
-        }];
+        let sources = [cm(
+            "jupyter-singleuser-profiles",
+            &[(crate::profile::PROFILES_KEY, "profiles:\n- services:\n    s: {configuration: {a: 1}}\n")],
+        )];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let err = plan(&catalog, &request("eve"), "ns").unwrap_err();
         assert!(matches!(err, PlanError::ServiceWithoutResources { ref service } if service == "s"), "{err}");
@@ -818,16 +809,8 @@ profiles:
         let profiles = "profiles:\n- slug: p\n  services:\n    s:\n      options: {team: {type: string, default: ml}}\n      resources: [{name: tpl, path: cm.yaml}]\n";
         let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{cluster_name}}'\n  labels: {team: '{{options.team}}'}\n";
         let sources = [
-            ConfigMapSource {
-                name: "jupyter-singleuser-profiles".into(),
-                labels: Default::default(),
-                data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
-            },
-            ConfigMapSource {
-                name: "tpl".into(),
-                labels: Default::default(),
-                data: [("cm.yaml".to_owned(), template.to_owned())].into(),
-            },
+            cm("jupyter-singleuser-profiles", &[(crate::profile::PROFILES_KEY, profiles)]),
+            cm("tpl", &[("cm.yaml", template)]),
         ];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         assert!(catalog.problems().is_empty(), "{:?}", catalog.problems());
@@ -852,11 +835,7 @@ profiles:
 
     fn gpu_catalog() -> Catalog {
         let profiles = "profiles:\n- name: gpu\n  gpu: 1\n  env: [{name: A_PROFILE, value: p}]\nsizes:\n- name: Small\n  resources: {limits: {cpu: '1', memory: 1Gi}}\n- name: Large\n  resources: {limits: {cpu: '4', memory: 4Gi}}\ngpuTypes:\n- {type: t4, node_tolerations: [{key: gpu, operator: Exists}]}\n";
-        let sources = [ConfigMapSource {
-            name: "jupyter-singleuser-profiles".into(),
-            labels: Default::default(),
-            data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
-        }];
+        let sources = [cm("jupyter-singleuser-profiles", &[(crate::profile::PROFILES_KEY, profiles)])];
         Catalog::build(&ProfileSelector::default(), &sources, None)
     }
 
@@ -912,15 +891,10 @@ profiles:
 
     #[test]
     fn saved_image_applies_when_the_request_names_none_and_broken_settings_refuse() {
-        let sources = [ConfigMapSource {
-            name: "jupyter-singleuser-profiles".into(),
-            labels: Default::default(),
-            data: [(
-                crate::profile::PROFILES_KEY.to_owned(),
-                "profiles:\n- name: cuda\n  images: ['cuda:1']\n  gpu: 1\n".to_owned(),
-            )]
-            .into(),
-        }];
+        let sources = [cm(
+            "jupyter-singleuser-profiles",
+            &[(crate::profile::PROFILES_KEY, "profiles:\n- name: cuda\n  images: ['cuda:1']\n  gpu: 1\n")],
+        )];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let saved = settings("last_selected_image: cuda:1\n", &[]);
         assert_eq!(plan_with(&catalog, Some(&saved), &request("eve"), "ns").unwrap().profile.gpu, 1);
@@ -1024,11 +998,7 @@ profiles:
     #[test]
     fn lint_renders_every_pickable_profile() {
         assert!(lint(&catalog()).problems.is_empty());
-        let sources = [ConfigMapSource {
-            name: "jupyter-singleuser-profiles".into(),
-            labels: Default::default(),
-            data: [(crate::profile::PROFILES_KEY.to_owned(), PROFILES.to_owned())].into(),
-        }];
+        let sources = [cm("jupyter-singleuser-profiles", &[(crate::profile::PROFILES_KEY, PROFILES)])];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let problems = lint(&catalog).problems;
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -1050,17 +1020,8 @@ profiles:
         let typo =
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: t\ndata:\n  a: '{{ worker_memroy }}'\n";
         let sources = [
-            ConfigMapSource {
-                name: "jupyter-singleuser-profiles".into(),
-                labels: Default::default(),
-                data: [(crate::profile::PROFILES_KEY.to_owned(), profiles.to_owned())].into(),
-            },
-            ConfigMapSource {
-                name: "tpl".into(),
-                labels: Default::default(),
-                data: [("ok.yaml".to_owned(), ok.to_owned()), ("typo.yaml".to_owned(), typo.to_owned())]
-                    .into(),
-            },
+            cm("jupyter-singleuser-profiles", &[(crate::profile::PROFILES_KEY, profiles)]),
+            cm("tpl", &[("ok.yaml", ok), ("typo.yaml", typo)]),
         ];
         let catalog = Catalog::build(&ProfileSelector::default(), &sources, None);
         let problems = lint(&catalog).problems;

@@ -59,7 +59,7 @@ fn needs_images() {
 struct AssignedUid(String);
 
 impl AssignedUid {
-    fn install(ns: &str) -> AssignedUid {
+    async fn install(client: &Client, ns: &str) -> AssignedUid {
         let name = format!("assign-uid-{ns}");
         let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
             {
@@ -99,7 +99,19 @@ impl AssignedUid {
         let (ok, out, err) = kubectl(&["apply", "-f", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
         assert!(ok, "installing the UID-assigning policy: {out}{err}");
-        AssignedUid(name)
+        let installed = AssignedUid(name);
+        // The API server applies a new policy once its informer has it: until a
+        // dry-run pod comes back with the UID, KubeRay's pods could be made without.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let probe = pod("uid-probe", RAY_IMAGE, json!({}), json!({}), &["true"], "Never");
+        let dry_run = PostParams { dry_run: true, ..Default::default() };
+        wait_for(Duration::from_secs(30), "the UID-assigning policy in effect", || async {
+            let made = pods.create(&dry_run, &probe).await.ok()?;
+            let uid = made.spec?.security_context?.run_as_user?;
+            (uid.to_string() == ASSIGNED_UID).then_some(())
+        })
+        .await;
+        installed
     }
 }
 
@@ -163,7 +175,7 @@ async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_g
     needs_images();
     with_real_node_ns(|client, ns| async move {
         let _describe = DescribeOnPanic(ns.clone());
-        let _uid = AssignedUid::install(&ns);
+        let _uid = AssignedUid::install(&client, &ns).await;
         apply_repo_content(&ns);
         apply_profiles(&client, &ns, "test-sized-profiles", TEST_PROFILE).await;
         let service = Service::start(&client, &ns).await;

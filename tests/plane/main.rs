@@ -5,6 +5,7 @@
 mod control_plane;
 mod deploy;
 mod node;
+mod ray_node;
 mod service;
 mod support;
 

@@ -67,7 +67,7 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// Creates `pod` in `ns` and waits until it is Ready; returns it (with its pod IP).
-async fn run_pod(client: &Client, ns: &str, pod: Pod) -> Pod {
+pub(crate) async fn run_pod(client: &Client, ns: &str, pod: Pod) -> Pod {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let name = pod.metadata.name.clone().expect("pod name");
     pods.create(&PostParams::default(), &pod).await.unwrap_or_else(|e| panic!("create pod {name}: {e}"));
@@ -83,7 +83,7 @@ fn pod_ip(pod: &Pod) -> String {
 }
 
 /// `kubectl exec` of a shell command in the pod's container: (success, stdout + stderr).
-fn exec(ns: &str, pod: &str, command: &str) -> (bool, String) {
+pub(crate) fn exec(ns: &str, pod: &str, command: &str) -> (bool, String) {
     let (ok, out, err) = kubectl(&["exec", "-n", ns, pod, "--", "sh", "-c", command]);
     (ok, format!("{out}{err}"))
 }

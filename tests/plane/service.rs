@@ -29,7 +29,7 @@ const HUB_TOKEN: &str = "hub-token-for-tests";
 const MANAGED: &str = "app.kubernetes.io/managed-by=singleuser-profiles";
 
 /// The service as `serve` builds it in cluster mode, watching `ns`.
-struct Service {
+pub(crate) struct Service {
     app: App,
     owners: Owners,
 }
@@ -38,7 +38,7 @@ struct Service {
 const NO_REAPING: Reaping = Reaping { grace: Duration::ZERO, interval: Duration::from_secs(1) };
 
 impl Service {
-    async fn start(client: &Client, ns: &str) -> Service {
+    pub(crate) async fn start(client: &Client, ns: &str) -> Service {
         Self::start_with(client, ns, Quota::default(), NO_REAPING).await
     }
 
@@ -95,7 +95,7 @@ impl Service {
         (status, value)
     }
 
-    async fn spawn(&self, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn spawn(&self, body: Value) -> (StatusCode, Value) {
         self.call("POST", "/api/v1/spawn", Some(body)).await
     }
 }
@@ -116,7 +116,7 @@ async fn apply_configmaps(client: &Client, ns: &str, sources: &[catalog::ConfigM
 }
 
 /// `kubectl apply -f profiles/ -f templates/`, exactly as the README tells admins.
-fn apply_repo_content(ns: &str) {
+pub(crate) fn apply_repo_content(ns: &str) {
     let output = std::process::Command::new("kubectl")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["apply", "--namespace", ns, "-f", "profiles/", "-f", "templates/"])
@@ -130,7 +130,7 @@ async fn apply_yaml(client: &Client, ns: &str, text: &str) {
 }
 
 /// Applies a ConfigMap labelled `jupyterhub=singleuser-profiles` holding a profile document.
-async fn apply_profiles(client: &Client, ns: &str, name: &str, document: &str) {
+pub(crate) async fn apply_profiles(client: &Client, ns: &str, name: &str, document: &str) {
     let cm = catalog::ConfigMapSource {
         name: name.to_owned(),
         labels: [("jupyterhub".to_owned(), "singleuser-profiles".to_owned())].into(),
@@ -149,7 +149,7 @@ fn policies(client: &Client, ns: &str) -> Api<NetworkPolicy> {
 
 /// Names of the objects this service made in `ns`: owner ConfigMaps, RayClusters, Ingresses,
 /// NetworkPolicies.
-async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
+pub(crate) async fn managed_objects(client: &Client, ns: &str) -> Vec<String> {
     let params = ListParams::default().labels(MANAGED);
     let mut names = Vec::new();
     for cm in Api::<ConfigMap>::namespaced(client.clone(), ns).list(&params).await.unwrap() {

@@ -1,0 +1,298 @@
+//! Real Ray on the real node: the repo's default RayCluster template, rendered and
+//! applied by the service, runs under PodSecurity `restricted` with a UID the image
+//! does not have (as OpenShift's restricted SCC assigns one), a Ray client in another
+//! pod runs a task on it through the head Service's DNS name, and deleting the
+//! notebook pod takes the cluster and its pods with it. Needs the plane started with
+//! SUP_CLUSTER_IMAGES=ray,notebook (`scripts/test` does so).
+
+use std::time::Duration;
+
+use http::StatusCode;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::node::{exec, run_pod};
+use crate::service::{Service, apply_profiles, apply_repo_content, managed_objects};
+use crate::support::{DescribeOnPanic, cluster_env, kubectl, rayclusters, wait_for, with_real_node_ns};
+
+const RAY_IMAGE: &str = "docker.io/rayproject/ray:2.60.0-py311";
+const NOTEBOOK_IMAGE: &str = "localhost/singleuser-profiles/notebook:ray2.60.0-py311";
+/// The images' own user (tests/controlplane/images/build: ray and jovyan are 1000).
+const IMAGE_UID: &str = "1000";
+/// A UID from the range OpenShift gives a namespace; no image has it in /etc/passwd.
+const ASSIGNED_UID: &str = "1000680000";
+/// Ray's head starts in tens of seconds on a quiet machine; minutes at load 20.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(300);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The repo's RayCluster template with test-sized requests: one head that runs the
+/// tasks itself (num-cpus explicit), no workers.
+const TEST_PROFILE: &str = r#"
+profiles:
+- name: Ray on the real node, test-sized
+  slug: ray-small
+  services:
+    ray:
+      resources:
+      - {name: ray-cluster-templates, path: ray-cluster.yaml}
+      configuration: {ray_version: "2.60.0", ray_image: "docker.io/rayproject/ray:2.60.0-py311", head_num_cpus: "1", head_cpu: "1", head_memory: 2Gi, worker_cpu: 500m, worker_memory: 1Gi}
+      options:
+        workers: {type: integer, default: 0, min: 0, max: 1}
+"#;
+
+fn needs_images() {
+    let images = cluster_env("SUP_TEST_IMAGES");
+    for image in ["ray", "notebook"] {
+        assert!(
+            images.split_whitespace().any(|i| i == image),
+            "the plane was started without the {image} image (SUP_TEST_IMAGES={images:?}): \
+             start it with SUP_CLUSTER_IMAGES=ray,notebook scripts/cluster up"
+        );
+    }
+}
+
+/// Stands in for OpenShift's restricted SCC: every pod created in `ns` gets
+/// `runAsUser: ASSIGNED_UID` (a MutatingAdmissionPolicy, GA since Kubernetes 1.36).
+/// Removed on drop, also when the test fails.
+struct AssignedUid(String);
+
+impl AssignedUid {
+    async fn install(client: &Client, ns: &str) -> AssignedUid {
+        let name = format!("assign-uid-{ns}");
+        let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingAdmissionPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "matchConstraints": {"resourceRules": [{
+                        "apiGroups": [""], "apiVersions": ["v1"],
+                        "operations": ["CREATE"], "resources": ["pods"],
+                    }]},
+                    "failurePolicy": "Fail",
+                    "reinvocationPolicy": "Never",
+                    "mutations": [{
+                        "patchType": "ApplyConfiguration",
+                        "applyConfiguration": {"expression": format!(
+                            "Object{{spec: Object.spec{{securityContext: \
+                             Object.spec.securityContext{{runAsUser: {ASSIGNED_UID}}}}}}}"
+                        )},
+                    }],
+                },
+            },
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingAdmissionPolicyBinding",
+                "metadata": {"name": name},
+                "spec": {
+                    "policyName": name,
+                    "matchResources": {"namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": ns},
+                    }},
+                },
+            },
+        ]});
+        let path = std::env::temp_dir().join(format!("{name}.json"));
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        let (ok, out, err) = kubectl(&["apply", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        assert!(ok, "installing the UID-assigning policy: {out}{err}");
+        let installed = AssignedUid(name);
+        // The API server applies a new policy once its informer has it: until a
+        // dry-run pod comes back with the UID, KubeRay's pods could be made without.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let probe = pod("uid-probe", RAY_IMAGE, json!({}), json!({}), &["true"], "Never");
+        let dry_run = PostParams { dry_run: true, ..Default::default() };
+        wait_for(Duration::from_secs(30), "the UID-assigning policy in effect", || async {
+            let made = pods.create(&dry_run, &probe).await.ok()?;
+            let uid = made.spec?.security_context?.run_as_user?;
+            (uid.to_string() == ASSIGNED_UID).then_some(())
+        })
+        .await;
+        installed
+    }
+}
+
+impl Drop for AssignedUid {
+    fn drop(&mut self) {
+        let name = self.0.as_str();
+        for kind in ["mutatingadmissionpolicybinding", "mutatingadmissionpolicy"] {
+            let (ok, _, err) = kubectl(&["delete", kind, name, "--ignore-not-found"]);
+            if !ok {
+                eprintln!("deleting {kind} {name}: {err}");
+            }
+        }
+    }
+}
+
+/// A pod of `image` in `ns` running `command`, passing PodSecurity `restricted`
+/// without naming a UID.
+fn pod(name: &str, image: &str, labels: Value, annotations: Value, command: &[&str], restart: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "main",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": command,
+                "env": [{"name": "HOME", "value": "/tmp"}],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }))
+    .expect("pod object")
+}
+
+/// The notebook pod as KubeSpawner makes it for `user` (labels, annotation), idle.
+fn notebook_pod(user: &str) -> Pod {
+    let label = singleuser_profiles::naming::label_value(user);
+    pod(
+        &format!("jupyter-{label}"),
+        NOTEBOOK_IMAGE,
+        json!({"component": "singleuser-server", "hub.jupyter.org/username": label}),
+        json!({"hub.jupyter.org/username": user}),
+        &["sleep", "3600"],
+        "Always",
+    )
+}
+
+async fn cluster_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
+    let params = ListParams::default().labels(&format!("ray.io/cluster={cluster}"));
+    Api::<Pod>::namespaced(client.clone(), ns).list(&params).await.unwrap().items
+}
+
+#[tokio::test]
+async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_goes_with_its_notebook() {
+    needs_images();
+    with_real_node_ns(|client, ns| async move {
+        let _describe = DescribeOnPanic(ns.clone());
+        let _uid = AssignedUid::install(&client, &ns).await;
+        apply_repo_content(&ns);
+        apply_profiles(&client, &ns, "test-sized-profiles", TEST_PROFILE).await;
+        let service = Service::start(&client, &ns).await;
+
+        let user = "Rui@example.com";
+        let (status, answer) = service.spawn(json!({"user": user, "profile": "ray-small"})).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+        // KubeSpawner starts the notebook after the spawn hook; the service adopts the
+        // cluster's owner ConfigMap to it.
+        let notebook = run_pod(&client, &ns, notebook_pod(user)).await;
+        let owner_name = answer["owner"].as_str().unwrap().to_owned();
+        let owners: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(30), "the owner ConfigMap adopted by the notebook pod", || async {
+            let refs = owners.get(&owner_name).await.ok()?.metadata.owner_references.unwrap_or_default();
+            refs.iter()
+                .any(|r| r.kind == "Pod" && Some(&r.uid) == notebook.metadata.uid.as_ref())
+                .then_some(())
+        })
+        .await;
+        let cluster = answer["cluster"].as_str().unwrap().to_owned();
+        let address = answer["environment"]["RAY_ADDRESS"].as_str().unwrap().to_owned();
+        assert_eq!(address, format!("ray://{cluster}-head-svc.{ns}.svc:10001"));
+
+        let rcs = rayclusters(&client, &ns);
+        wait_for(HEAD_TIMEOUT, "HeadPodReady on the spawned RayCluster", || {
+            let (rcs, cluster) = (rcs.clone(), cluster.clone());
+            async move { rcs.get(&cluster).await.ok()?.head_ready().then_some(()) }
+        })
+        .await;
+
+        let pods = cluster_pods(&client, &ns, &cluster).await;
+        assert_eq!(pods.len(), 1, "one head, no workers");
+        let head = &pods[0];
+        let head_name = head.metadata.name.clone().unwrap();
+        let node = head.spec.as_ref().and_then(|s| s.node_name.clone());
+        assert_eq!(node, Some(cluster_env("SUP_TEST_REAL_NODE")), "the head runs on the real node");
+        let (ok, out) = exec(&ns, &head_name, "id -u");
+        assert!(ok, "kubectl exec id -u in the head: {out}");
+        assert_eq!(
+            out.trim(),
+            ASSIGNED_UID,
+            "the head runs as the assigned UID, not the image's {IMAGE_UID}"
+        );
+
+        // A Ray client in another pod of the namespace, as the notebook would connect.
+        let script = format!(
+            "import ray; ray.init({address:?}); \
+             f = ray.remote(lambda x: x * 7); \
+             print('ray answers', ray.get(f.remote(6)), flush=True)"
+        );
+        let client_pod =
+            pod("ray-client", RAY_IMAGE, json!({}), json!({}), &["python", "-c", &script], "Never");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        pods.create(&PostParams::default(), &client_pod).await.unwrap();
+        let phase = wait_for(CLIENT_TIMEOUT, "the Ray client pod to finish", || {
+            let pods = pods.clone();
+            async move {
+                let phase = pods.get("ray-client").await.ok()?.status?.phase?;
+                matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+            }
+        })
+        .await;
+        let (_, logs, err) = kubectl(&["logs", "-n", &ns, "ray-client"]);
+        assert_eq!(phase, "Succeeded", "the Ray client failed:\n{logs}{err}");
+        assert!(logs.lines().any(|l| l.trim() == "ray answers 42"), "the task's result: {logs}");
+
+        // The notebook goes without a stop: its cluster and the cluster's pods follow.
+        pods.delete(&notebook.metadata.name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+        wait_for(Duration::from_secs(60), "the RayCluster and its pods gone with the notebook pod", || {
+            let (client, ns, cluster) = (client.clone(), ns.clone(), cluster.clone());
+            async move {
+                let gone = managed_objects(&client, &ns).await.is_empty()
+                    && cluster_pods(&client, &ns, &cluster).await.is_empty();
+                gone.then_some(())
+            }
+        })
+        .await;
+    })
+    .await;
+}
+
+/// `up` imported the large images: pods of both start from them (never pulled) and
+/// find their software: Ray in both, the Jupyter server in the notebook image.
+#[tokio::test]
+async fn the_ray_and_notebook_images_are_imported_and_run_on_the_real_node() {
+    needs_images();
+    with_real_node_ns(|client, ns| async move {
+        let _describe = DescribeOnPanic(ns.clone());
+        let checks = [
+            ("ray-image", RAY_IMAGE, "import ray; print('ray', ray.__version__, flush=True)", "ray 2.60.0"),
+            (
+                "notebook-image",
+                NOTEBOOK_IMAGE,
+                "import ray, jupyterhub, jupyter_server; print('ray', ray.__version__, flush=True)",
+                "ray 2.60.0",
+            ),
+        ];
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for (name, image, script, _) in checks {
+            let command = ["python", "-c", script];
+            pods.create(&PostParams::default(), &pod(name, image, json!({}), json!({}), &command, "Never"))
+                .await
+                .unwrap();
+        }
+        for (name, image, _, expected) in checks {
+            let phase = wait_for(CLIENT_TIMEOUT, &format!("pod {name} ({image}) to finish"), || {
+                let pods = pods.clone();
+                async move {
+                    let phase = pods.get(name).await.ok()?.status?.phase?;
+                    matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+                }
+            })
+            .await;
+            let (_, logs, err) = kubectl(&["logs", "-n", &ns, name]);
+            assert_eq!(phase, "Succeeded", "{image}: {logs}{err}");
+            assert_eq!(logs.trim(), expected, "{image}");
+        }
+    })
+    .await;
+}

@@ -141,8 +141,14 @@ start_controllers() {
         -f "$share/kuberay/ray.io_rayjobs.yaml" -f "$share/kuberay/ray.io_rayservices.yaml" >/dev/null
     kuberay_rbac_yaml | kubectl_admin apply --server-side --field-manager=sup-cluster -f - >/dev/null
     fake_nodes_yaml | kubectl_admin apply -f - >/dev/null
-    kubectl_admin wait --for=condition=Established --timeout="${up_timeout}s" \
-        crd/rayclusters.ray.io crd/rayjobs.ray.io crd/rayservices.ray.io >/dev/null
+    # `kubectl wait` fails at once ("accessor error: <nil>") on a CRD that has no status yet,
+    # which happens under load: retry it until the deadline.
+    local deadline=$((SECONDS + up_timeout))
+    until kubectl_admin wait --for=condition=Established --timeout=10s \
+        crd/rayclusters.ray.io crd/rayjobs.ray.io crd/rayservices.ray.io >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "the KubeRay CRDs were not Established within ${up_timeout}s"
+        sleep 1
+    done
 
     log "starting kuberay-operator"
     start kuberay-operator -- \

@@ -1,4 +1,4 @@
-//! Real Ray on the real node: the repo's default RayCluster template, rendered and
+//! Real Ray on the real node: the repo's default RayCluster template (token auth on), rendered and
 //! applied by the service, runs under PodSecurity `restricted` with a UID the image
 //! does not have (as OpenShift's restricted SCC assigns one), a Ray client in another
 //! pod runs a task on it through the head Service's DNS name, and deleting the
@@ -130,6 +130,21 @@ impl Drop for AssignedUid {
 /// A pod of `image` in `ns` running `command`, passing PodSecurity `restricted`
 /// without naming a UID.
 fn pod(name: &str, image: &str, labels: Value, annotations: Value, command: &[&str], restart: &str) -> Pod {
+    pod_with_env(name, image, labels, annotations, command, restart, &[])
+}
+
+/// [`pod`] with more container env (EnvVar specs, e.g. a `valueFrom` reference).
+fn pod_with_env(
+    name: &str,
+    image: &str,
+    labels: Value,
+    annotations: Value,
+    command: &[&str],
+    restart: &str,
+    env: &[Value],
+) -> Pod {
+    let mut container_env = vec![json!({"name": "HOME", "value": "/tmp"})];
+    container_env.extend(env.iter().cloned());
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "spec": {
@@ -141,7 +156,7 @@ fn pod(name: &str, image: &str, labels: Value, annotations: Value, command: &[&s
                 "image": image,
                 "imagePullPolicy": "Never",
                 "command": command,
-                "env": [{"name": "HOME", "value": "/tmp"}],
+                "env": container_env,
                 "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -152,17 +167,48 @@ fn pod(name: &str, image: &str, labels: Value, annotations: Value, command: &[&s
     .expect("pod object")
 }
 
-/// The notebook pod as KubeSpawner makes it for `user` (labels, annotation), idle.
-fn notebook_pod(user: &str) -> Pod {
-    let label = singleuser_profiles::naming::label_value(user);
-    pod(
+/// The notebook pod as KubeSpawner makes it for `user`'s default server (its labels and
+/// annotations), idle, with the answer's environment (the token by reference).
+fn notebook_pod(user: &str, environment: &Value) -> Pod {
+    let label = singleuser_profiles::naming::kubespawner_label(user);
+    let env: Vec<Value> = environment
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| match value {
+            Value::String(text) => json!({"name": name, "value": text}),
+            spec => {
+                let mut spec = spec.clone();
+                spec["name"] = json!(name);
+                spec
+            }
+        })
+        .collect();
+    pod_with_env(
         &format!("jupyter-{label}"),
         NOTEBOOK_IMAGE,
-        json!({"component": "singleuser-server", "hub.jupyter.org/username": label}),
-        json!({"hub.jupyter.org/username": user}),
+        json!({"component": "singleuser-server", "hub.jupyter.org/username": label, "hub.jupyter.org/servername": ""}),
+        json!({"hub.jupyter.org/username": user, "hub.jupyter.org/servername": ""}),
         &["sleep", "3600"],
         "Always",
+        &env,
     )
+}
+
+/// Python for `kubectl exec`: a task through Ray Client at `address`, its answer printed.
+fn ray_task_script(address: &str) -> String {
+    format!(
+        "import ray; ray.init({address:?}); \
+         f = ray.remote(lambda x: x * 7); \
+         print('ray answers', ray.get(f.remote(6)), flush=True)"
+    )
+}
+
+/// `python -c script` in `pod` (no shell in between, at most 120 s), with its combined output.
+fn python_in(ns: &str, pod: &str, script: &str) -> (bool, String) {
+    // Bounded: a refused Ray Client may retry for a while.
+    let (ok, out, err) = kubectl(&["exec", "-n", ns, pod, "--", "timeout", "120", "python", "-c", script]);
+    (ok, format!("{out}{err}"))
 }
 
 async fn cluster_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
@@ -185,7 +231,7 @@ async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_g
         assert_eq!(status, StatusCode::OK, "{answer:#}");
         // KubeSpawner starts the notebook after the spawn hook; the service adopts the
         // cluster's owner ConfigMap to it.
-        let notebook = run_pod(&client, &ns, notebook_pod(user)).await;
+        let notebook = run_pod(&client, &ns, notebook_pod(user, &answer["environment"])).await;
         let owner_name = answer["owner"].as_str().unwrap().to_owned();
         let owners: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         wait_for(Duration::from_secs(30), "the owner ConfigMap adopted by the notebook pod", || async {
@@ -220,30 +266,26 @@ async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_g
             "the head runs as the assigned UID, not the image's {IMAGE_UID}"
         );
 
-        // A Ray client in another pod of the namespace, as the notebook would connect.
-        let script = format!(
-            "import ray; ray.init({address:?}); \
-             f = ray.remote(lambda x: x * 7); \
-             print('ray answers', ray.get(f.remote(6)), flush=True)"
-        );
-        let client_pod =
-            pod("ray-client", RAY_IMAGE, json!({}), json!({}), &["python", "-c", &script], "Never");
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        pods.create(&PostParams::default(), &client_pod).await.unwrap();
-        let phase = wait_for(CLIENT_TIMEOUT, "the Ray client pod to finish", || {
-            let pods = pods.clone();
-            async move {
-                let phase = pods.get("ray-client").await.ok()?.status?.phase?;
-                matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+        // The owner's notebook computes on its cluster: RAY_ADDRESS as the service wrote it,
+        // the token by reference to KubeRay's Secret (issue 11).
+        let notebook_name = notebook.metadata.name.clone().unwrap();
+        // Ray Client's proxier sometimes loses the per-session server it forks (psutil's
+        // ZombieProcess in proxier.start_specific_server, more often under load); a user
+        // would run the cell again, so the test tries three times and shows every failure.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let (ok, out) = python_in(&ns, &notebook_name, &ray_task_script(&address));
+            if ok && out.lines().any(|l| l.trim() == "ray answers 42") {
+                break;
             }
-        })
-        .await;
-        let (_, logs, err) = kubectl(&["logs", "-n", &ns, "ray-client"]);
-        assert_eq!(phase, "Succeeded", "the Ray client failed:\n{logs}{err}");
-        assert!(logs.lines().any(|l| l.trim() == "ray answers 42"), "the task's result: {logs}");
+            failures.push(out);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        assert!(failures.len() < 3, "the owner's task failed three times:\n{}", failures.join("\n---\n"));
 
         // The notebook goes without a stop: its cluster and the cluster's pods follow.
-        pods.delete(&notebook.metadata.name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        pods.delete(&notebook_name, &DeleteParams::default()).await.unwrap();
         wait_for(Duration::from_secs(60), "the RayCluster and its pods gone with the notebook pod", || {
             let (client, ns, cluster) = (client.clone(), ns.clone(), cluster.clone());
             async move {

@@ -1,9 +1,9 @@
-//! Real Ray on the real node: the repo's default RayCluster template (token auth on), rendered and
-//! applied by the service, runs under PodSecurity `restricted` with a UID the image
-//! does not have (as OpenShift's restricted SCC assigns one), a Ray client in another
-//! pod runs a task on it through the head Service's DNS name, and deleting the
-//! notebook pod takes the cluster and its pods with it. Needs the plane started with
-//! SUP_CLUSTER_IMAGES=ray,notebook (`scripts/test` does so).
+//! Real Ray on the real node: the repo's default RayCluster template (token auth on),
+//! rendered and applied by the service, runs under PodSecurity `restricted` with a UID the
+//! image does not have (as OpenShift's restricted SCC assigns one); the owner's notebook pod,
+//! with the answer's environment (the token by reference), runs a task on it through the head
+//! Service's DNS name; deleting the notebook pod takes the cluster and its pods with it.
+//! Needs the plane started with SUP_CLUSTER_IMAGES=ray,notebook (`scripts/test` does so).
 
 use std::time::Duration;
 

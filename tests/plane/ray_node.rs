@@ -2,13 +2,15 @@
 //! rendered and applied by the service, runs under PodSecurity `restricted` with a UID the
 //! image does not have (as OpenShift's restricted SCC assigns one); the owner's notebook pod,
 //! with the answer's environment (the token by reference), runs a task on it through the head
-//! Service's DNS name; deleting the notebook pod takes the cluster and its pods with it.
+//! Service's DNS name, another user's pod cannot (NetworkPolicy, then Ray's token); deleting
+//! the notebook pod takes the cluster and its pods with it.
 //! Needs the plane started with SUP_CLUSTER_IMAGES=ray,notebook (`scripts/test` does so).
 
 use std::time::Duration;
 
 use http::StatusCode;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -37,6 +39,7 @@ profiles:
     ray:
       resources:
       - {name: ray-cluster-templates, path: ray-cluster.yaml}
+      - {name: ray-cluster-templates, path: ray-cluster-networkpolicy.yaml}
       configuration: {ray_version: "2.60.0", ray_image: "docker.io/rayproject/ray:2.60.0-py311", head_num_cpus: "1", head_cpu: "1", head_memory: 2Gi, worker_cpu: 500m, worker_memory: 1Gi}
       options:
         workers: {type: integer, default: 0, min: 0, max: 1}
@@ -211,6 +214,14 @@ fn python_in(ns: &str, pod: &str, script: &str) -> (bool, String) {
     (ok, format!("{out}{err}"))
 }
 
+/// Python for `kubectl exec`: whether a TCP connection to `host:port` opens within 5 s.
+fn tcp_probe_script(host: &str, port: u16) -> String {
+    format!(
+        "import socket\ntry:\n    socket.create_connection(({host:?}, {port}), timeout=5).close(); print('open')\n\
+         except OSError as e:\n    print('closed', e)"
+    )
+}
+
 async fn cluster_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
     let params = ListParams::default().labels(&format!("ray.io/cluster={cluster}"));
     Api::<Pod>::namespaced(client.clone(), ns).list(&params).await.unwrap().items
@@ -282,6 +293,34 @@ async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_g
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         assert!(failures.len() < 3, "the owner's task failed three times:\n{}", failures.join("\n---\n"));
+
+        // Another user's notebook in the same namespace cannot: the cluster's NetworkPolicy
+        // drops its connections (kube-router programs a new pod's rules on its next sync,
+        // so the wait is bounded, not a single try); with the policy removed, Ray itself
+        // refuses it for want of the token. Both layers (issue 11).
+        let intruder = run_pod(&client, &ns, notebook_pod("mallory", &json!({}))).await;
+        let intruder = intruder.metadata.name.clone().unwrap();
+        let head_host = format!("{cluster}-head-svc.{ns}.svc");
+        wait_for(Duration::from_secs(60), "the NetworkPolicy to drop another user's connections", || async {
+            python_in(&ns, &intruder, &tcp_probe_script(&head_host, 10001))
+                .1
+                .starts_with("closed")
+                .then_some(())
+        })
+        .await;
+        let (ok, out) = python_in(&ns, &intruder, &ray_task_script(&address));
+        assert!(!ok && !out.contains("ray answers"), "another user's task ran through the policy: {out}");
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+        policies.delete(&cluster, &DeleteParams::default()).await.unwrap();
+        wait_for(Duration::from_secs(60), "the head reachable once the policy is gone", || async {
+            python_in(&ns, &intruder, &tcp_probe_script(&head_host, 10001))
+                .1
+                .starts_with("open")
+                .then_some(())
+        })
+        .await;
+        let (ok, out) = python_in(&ns, &intruder, &ray_task_script(&address));
+        assert!(!ok && !out.contains("ray answers"), "Ray ran another user's task without the token: {out}");
 
         // The notebook goes without a stop: its cluster and the cluster's pods follow.
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

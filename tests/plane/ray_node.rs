@@ -2,8 +2,9 @@
 //! rendered and applied by the service, runs under PodSecurity `restricted` with a UID the
 //! image does not have (as OpenShift's restricted SCC assigns one); the owner's notebook pod,
 //! with the answer's environment (the token by reference), runs a task on it through the head
-//! Service's DNS name, another user's pod cannot (NetworkPolicy, then Ray's token); deleting
-//! the notebook pod takes the cluster and its pods with it.
+//! Service's DNS name and submits a job only with the token; another user's pod cannot
+//! (NetworkPolicy, then Ray's token); deleting the notebook pod takes the cluster and its
+//! pods with it.
 //! Needs the plane started with SUP_CLUSTER_IMAGES=ray,notebook (`scripts/test` does so).
 
 use std::time::Duration;
@@ -214,6 +215,20 @@ fn python_in(ns: &str, pod: &str, script: &str) -> (bool, String) {
     (ok, format!("{out}{err}"))
 }
 
+/// Python for `kubectl exec`: submits a job to the Jobs API at `url` without and then with the
+/// token from the pod's environment; prints both HTTP statuses.
+fn jobs_api_script(url: &str) -> String {
+    format!(
+        "import json, os, urllib.request, urllib.error\n\
+         def submit(headers):\n    \
+             request = urllib.request.Request({url:?} + '/api/jobs/', data=json.dumps({{'entrypoint': 'echo hi'}}).encode(), headers={{'Content-Type': 'application/json', **headers}})\n    \
+             try:\n        return urllib.request.urlopen(request, timeout=30).status\n    \
+             except urllib.error.HTTPError as e:\n        return e.code\n\
+         print('without', submit({{}}))\n\
+         print('with', submit({{'Authorization': 'Bearer ' + os.environ['RAY_AUTH_TOKEN']}}))"
+    )
+}
+
 /// Python for `kubectl exec`: whether a TCP connection to `host:port` opens within 5 s.
 fn tcp_probe_script(host: &str, port: u16) -> String {
     format!(
@@ -293,6 +308,16 @@ async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_g
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         assert!(failures.len() < 3, "the owner's task failed three times:\n{}", failures.join("\n---\n"));
+
+        // The Jobs API (the ShadowRay door) refuses a job without the token and takes it with.
+        let jobs_url = format!("http://{cluster}-head-svc.{ns}.svc:8265");
+        let (ok, out) = python_in(&ns, &notebook_name, &jobs_api_script(&jobs_url));
+        assert!(ok, "the Jobs API check: {out}");
+        let status_of = |which: &str| {
+            out.lines().find_map(|l| l.strip_prefix(which)).map(str::trim).unwrap_or("none").to_owned()
+        };
+        assert!(matches!(status_of("without ").as_str(), "401" | "403"), "a job without the token: {out}");
+        assert_eq!(status_of("with "), "200", "a job with the token: {out}");
 
         // Another user's notebook in the same namespace cannot: the cluster's NetworkPolicy
         // drops its connections (kube-router programs a new pod's rules on its next sync,

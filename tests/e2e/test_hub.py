@@ -3,10 +3,11 @@ against the real control plane (KubeRay + kwok)."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
-from e2e_support import Hub, Settings, cluster_ready, items, ray_clusters, wait_until
+from e2e_support import Hub, Settings, cluster_ready, items, kubectl, ray_clusters, wait_until
 
 
 def proc_environ(pid: int) -> dict[str, str]:
@@ -54,6 +55,16 @@ def test_spawn_gets_a_ray_cluster_and_stop_deletes_it(hub: Hub, settings: Settin
     assert "E2E_PROFILE_ENV" not in hub.singleuser_env("bob")["env"]
     wait_until(lambda: cluster_ready(settings, "bob", "ray-bob"), 60, "bob's head pod ready")
     assert [c["metadata"]["name"] for c in ray_clusters(ns, "alice")] == ["ray-alice"]
+
+    # KubeRay made each cluster's token Secret; the token reached neither the hub's log nor
+    # the service's: the answers carry only the reference (issue 11)
+    for cluster in ("ray-alice", "ray-bob"):
+        encoded = kubectl("get", "secret", cluster, "-n", ns, "-o", "jsonpath={.data.auth_token}")
+        token = base64.b64decode(encoded).decode()
+        assert len(token) >= 16, f"KubeRay's token Secret {cluster}"
+        for log in (hub.log_path, settings.work / "service.log"):
+            assert token not in log.read_text(errors="replace"), f"{cluster}'s token in {log}"
+        assert hub.singleuser_env(cluster.removeprefix("ray-"))["env"].get("RAY_AUTH_MODE") == "token"
 
     # stopping alice's server through the hub deletes her cluster, and only hers
     hub.stop_server("alice")

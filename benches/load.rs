@@ -928,17 +928,26 @@ async fn config_latency(
     Ok(out)
 }
 
+/// The admin client of the running plane and a time stamp for namespace names.
+async fn plane_client(mode: &str) -> Res<(Client, u64)> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        return Err(format!(
+            "{mode} needs a control plane: scripts/cluster up; eval \"$(scripts/cluster env)\""
+        )
+        .into());
+    }
+    let client = Client::try_default().await?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    Ok((client, stamp))
+}
+
 fn storm(o: &Opts) -> Res<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(storm_async(o))
 }
 
 async fn storm_async(o: &Opts) -> Res<()> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        return Err("storm needs a control plane: scripts/cluster up; eval \"$(scripts/cluster env)\"".into());
-    }
-    let client = Client::try_default().await?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let (client, stamp) = plane_client("storm").await?;
     let ns = o.namespace.clone().unwrap_or_else(|| format!("sup-bench-{stamp}"));
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
@@ -1314,11 +1323,7 @@ fn peer(o: &Opts) -> Res<()> {
 }
 
 async fn peer_async(o: &Opts) -> Res<()> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        return Err("peer needs a control plane: scripts/cluster up; eval \"$(scripts/cluster env)\"".into());
-    }
-    let client = Client::try_default().await?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let (client, stamp) = plane_client("peer").await?;
     let mut kinds = BTreeMap::new();
     for (gv, kind) in [("v1", "ConfigMap"), ("ray.io/v1", "RayCluster"), ("networking.k8s.io/v1", "Ingress")]
     {

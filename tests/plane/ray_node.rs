@@ -237,6 +237,15 @@ fn tcp_probe_script(host: &str, port: u16) -> String {
     )
 }
 
+/// Waits (60 s at most) until the Ray Client port of `host`, probed from `pod`, is `state`
+/// (`open` or `closed`).
+async fn wait_for_probe(ns: &str, pod: &str, host: &str, state: &str, what: &str) {
+    wait_for(Duration::from_secs(60), what, || async {
+        python_in(ns, pod, &tcp_probe_script(host, 10001)).1.starts_with(state).then_some(())
+    })
+    .await;
+}
+
 async fn cluster_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
     let params = ListParams::default().labels(&format!("ray.io/cluster={cluster}"));
     Api::<Pod>::namespaced(client.clone(), ns).list(&params).await.unwrap().items
@@ -326,24 +335,20 @@ async fn the_default_ray_cluster_runs_on_the_real_node_a_client_uses_it_and_it_g
         let intruder = run_pod(&client, &ns, notebook_pod("mallory", &json!({}))).await;
         let intruder = intruder.metadata.name.clone().unwrap();
         let head_host = format!("{cluster}-head-svc.{ns}.svc");
-        wait_for(Duration::from_secs(60), "the NetworkPolicy to drop another user's connections", || async {
-            python_in(&ns, &intruder, &tcp_probe_script(&head_host, 10001))
-                .1
-                .starts_with("closed")
-                .then_some(())
-        })
+        wait_for_probe(
+            &ns,
+            &intruder,
+            &head_host,
+            "closed",
+            "the NetworkPolicy to drop another user's connections",
+        )
         .await;
         let (ok, out) = python_in(&ns, &intruder, &ray_task_script(&address));
         assert!(!ok && !out.contains("ray answers"), "another user's task ran through the policy: {out}");
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
         policies.delete(&cluster, &DeleteParams::default()).await.unwrap();
-        wait_for(Duration::from_secs(60), "the head reachable once the policy is gone", || async {
-            python_in(&ns, &intruder, &tcp_probe_script(&head_host, 10001))
-                .1
-                .starts_with("open")
-                .then_some(())
-        })
-        .await;
+        wait_for_probe(&ns, &intruder, &head_host, "open", "the head reachable once the policy is gone")
+            .await;
         let (ok, out) = python_in(&ns, &intruder, &ray_task_script(&address));
         assert!(!ok && !out.contains("ray answers"), "Ray ran another user's task without the token: {out}");
 

@@ -1,18 +1,19 @@
 """Support for the end-to-end tests: the settings tests/e2e/run exports, kubectl, a real
-JupyterHub in a subprocess, and a real local Ray head."""
+JupyterHub in a subprocess (local or KubeSpawner), namespaces on the plane's real node, more
+instances of the service, and notebooks run in a single-user server's kernel."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
@@ -96,11 +97,13 @@ def ray_clusters(namespace: str, user: str) -> list[dict[str, Any]]:
     return items("rayclusters.ray.io", namespace, f"{USER_LABEL}={user}")
 
 
-def cluster_ready(settings: "Settings", user: str, name: str) -> bool:
-    """Whether the service reports `user`'s cluster `name` ready (KubeRay's HeadPodReady, read
-    by the service's own check rather than a second copy of it here)."""
-    answer = httpx.get(f"{settings.url}/api/v1/users/{user}/clusters",
-                       params={"namespace": settings.namespace},
+def cluster_ready(settings: "Settings", user: str, name: str, url: str = "",
+                  namespace: str = "") -> bool:
+    """Whether the service (at `url`, default the run's) reports `user`'s cluster `name` in
+    `namespace` (default the run's) ready: KubeRay's HeadPodReady, read by the service's own
+    check rather than a second copy of it here."""
+    answer = httpx.get(f"{url or settings.url}/api/v1/users/{user}/clusters",
+                       params={"namespace": namespace or settings.namespace},
                        headers={"Authorization": f"token {settings.token}"}, timeout=30)
     answer.raise_for_status()
     return any(c.get("name") == name and c.get("ready") is True
@@ -153,21 +156,12 @@ def tail(path: Path, lines: int = 60) -> str:
 
 HUB_CONFIG = '''\
 # Written by tests/e2e (e2e_support.Hub): a real JupyterHub with our hooks.
-import sys
-
-from jupyterhub.spawner import SimpleLocalProcessSpawner
-
 from singleuser_profiles_hub import ProfilesProgressMixin, post_stop_hook, pre_spawn_hook
-
-
-class E2ESpawner(ProfilesProgressMixin, SimpleLocalProcessSpawner):
-    """Local single-user servers, with the hook's progress on the spawn page."""
-
 
 c = get_config()  # noqa: F821
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_ip = "{hub_ip}"
 c.JupyterHub.hub_port = {hub_port}
 c.JupyterHub.db_url = "sqlite:///{dir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{dir}/jupyterhub_cookie_secret"
@@ -189,15 +183,6 @@ c.Authenticator.allow_all = True
 c.JupyterHub.services = [{{"name": "e2e", "api_token": "{admin_token}"}}]
 c.JupyterHub.load_roles = [{{"name": "admin", "services": ["e2e"]}}]
 
-c.JupyterHub.spawner_class = E2ESpawner
-c.Spawner.cmd = [sys.executable, "{wrapper}"]
-c.Spawner.env_keep = ["PATH", "LANG", "SUP_E2E_RUN", "SUP_E2E_HUB", "RAY_USAGE_STATS_ENABLED",
-                      "RAY_DISABLE_DOCKER_CPU_WARNING"]
-c.Spawner.args = ["--ServerApp.allow_root=True"]  # CI runs as root
-c.Spawner.start_timeout = 180
-c.Spawner.http_timeout = 120
-c.SimpleLocalProcessSpawner.home_dir_template = "{dir}/home/{{username}}"
-
 c.Spawner.pre_spawn_hook = pre_spawn_hook
 c.Spawner.post_stop_hook = post_stop_hook
 c.SingleuserProfiles.url = "{service_url}"
@@ -207,14 +192,38 @@ c.SingleuserProfiles.spawn_timeout = 170
 c.SingleuserProfiles.progress_interval = 2
 '''
 
+# Local single-user servers (processes on this machine; no pods).
+LOCAL_SPAWNER = '''
+import sys
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+
+class E2ESpawner(ProfilesProgressMixin, SimpleLocalProcessSpawner):
+    """Local single-user servers, with the hook's progress on the spawn page."""
+
+
+c.JupyterHub.spawner_class = E2ESpawner
+c.Spawner.cmd = [sys.executable, "{wrapper}"]
+c.Spawner.env_keep = ["PATH", "LANG", "SUP_E2E_RUN", "SUP_E2E_HUB"]
+c.Spawner.args = ["--ServerApp.allow_root=True"]  # CI runs as root
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 120
+c.SimpleLocalProcessSpawner.home_dir_template = "{dir}/home/{{username}}"
+'''
+
 
 class Hub:
     """A real JupyterHub (DummyAuthenticator, local single-user servers, our hooks)."""
 
     def __init__(self, settings: Settings, service_url: str = "", extra_config: str = "",
-                 port: int = 0) -> None:
+                 port: int = 0, spawner: Optional[str] = None, hub_ip: str = "127.0.0.1",
+                 namespace: Optional[str] = None) -> None:
         """`service_url`: the service the hooks call (default: the run's); `extra_config` is
-        appended to jupyterhub_config.py; `port`: the public port (default: a free one)."""
+        appended to jupyterhub_config.py; `port`: the public port (default: a free one);
+        `spawner`: the spawner's configuration, as is (default: LOCAL_SPAWNER); `hub_ip`: where
+        the hub's API listens (and single-user servers reach it); `namespace`: the hooks'
+        namespace (default: the run's; "" means the spawner's own)."""
         self.settings = settings
         self.id = uuid.uuid4().hex[:10]
         self.dir = settings.work / f"hub-{self.id}"
@@ -226,12 +235,13 @@ class Hub:
         self.log_path = settings.work / f"jupyterhub-{self.id}.log"
         config = self.dir / "jupyterhub_config.py"
         config.write_text(HUB_CONFIG.format(
-            port=self.port, hub_port=free_port(), proxy_api_port=free_port(), dir=self.dir,
-            chp=settings.chp, proxy_token=uuid.uuid4().hex, password=self.password,
-            admin_token=self.admin_token, wrapper=HERE / "singleuser_wrapper.py",
-            service_url=service_url or settings.url, token_file=settings.token_file,
-            namespace=settings.namespace,
-        ) + extra_config)
+            port=self.port, hub_ip=hub_ip, hub_port=free_port(), proxy_api_port=free_port(),
+            dir=self.dir, chp=settings.chp, proxy_token=uuid.uuid4().hex, password=self.password,
+            admin_token=self.admin_token, service_url=service_url or settings.url,
+            token_file=settings.token_file,
+            namespace=settings.namespace if namespace is None else namespace,
+        ) + (spawner if spawner is not None else LOCAL_SPAWNER.format(
+            dir=self.dir, wrapper=HERE / "singleuser_wrapper.py")) + extra_config)
         env = {**os.environ, "SUP_E2E_HUB": self.id}
         env.pop("JUPYTERHUB_API_TOKEN", None)
         self.log_file = open(self.log_path, "w")
@@ -277,12 +287,22 @@ class Hub:
     def start_server(self, user: str, options: dict[str, Any]) -> list[dict[str, Any]]:
         """Starts the user's server through the REST API; returns the progress events, up to
         `ready` or `failed`."""
+        self.request_server(user, options)
+        return self.progress(user)
+
+    def request_server(self, user: str, options: dict[str, Any]) -> None:
+        """Asks for the user's server (creating the user if needed); the spawn goes on."""
         if self.api("GET", f"/users/{user}").status_code == 404:
             created = self.api("POST", f"/users/{user}")
             assert created.status_code == 201, created.text
         answer = self.api("POST", f"/users/{user}/server", json=options)
         assert answer.status_code in (201, 202), f"{answer.status_code}: {answer.text}"
-        return self.progress(user)
+
+    def user_token(self, user: str) -> str:
+        """A new API token of `user` (the user's own scopes: e.g. their server's API)."""
+        answer = self.api("POST", f"/users/{user}/tokens", json={"note": "e2e"})
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["token"])
 
     def progress(self, user: str, timeout: float = 240) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -327,96 +347,272 @@ class Hub:
         self.log_file.close()
 
 
-# ---- a local Ray head ----------------------------------------------------------------------
-
-
-class RayHead:
-    """`ray start --head --block` on loopback, small: 4 logical CPUs, a 200 MB object store."""
-
-    def __init__(self, work: Path) -> None:
-        self.id = uuid.uuid4().hex[:10]
-        self.client_port = free_port()
-        self.port = free_port()
-        # Ray's unix sockets need a short path.
-        self.temp_dir = Path("/tmp") / f"ray-e2e-{self.id}"
-        self.home = work / f"ray-home-{self.id}"
-        self.home.mkdir(parents=True)
-        self.log_path = work / f"ray-{self.id}.log"
-        ray = Path(sys.executable).with_name("ray")
-        args = [
-            str(ray), "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1", f"--port={self.port}",
-            f"--ray-client-server-port={self.client_port}",
-            # A fixed runtime env agent port: with the default (0) the client server is told
-            # port 0 and cannot start a session. (Setting the dashboard agent's ports makes
-            # the raylet abort in WaitForDashboardAgentPorts, so those stay at Ray's defaults.)
-            f"--runtime-env-agent-port={free_port()}",
-            "--num-cpus=4", "--include-dashboard=false",
-            "--object-store-memory=200000000", f"--temp-dir={self.temp_dir}",
-        ]
-        env = {**os.environ, "SUP_E2E_RAY": self.id, "HOME": str(self.home),
-               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-               # On a loaded 2-core machine the agents' Python start can outlast the raylet's
-               # default wait for their ports (~30 s), and the raylet aborts; give them time.
-               "RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
-        self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env=env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_until(self._listening, 180, "the Ray client server to listen")
-            self._probe()
-        except AssertionError:
-            self.stop()
-            raise AssertionError("Ray did not start:\n" + tail(self.log_path))
-
-    def _probe(self, attempts: int = 4) -> None:
-        """Connects once through Ray Client before the notebook does: the first session on a
-        freshly started head can fail while its agents are still coming up on a busy machine."""
-        code = ("import ray; ray.init(address=%r, logging_level='WARNING'); "
-                "print(ray.cluster_resources()); ray.shutdown()" % self.address)
-        env = {**os.environ, "SUP_E2E_RAY": self.id, "RAY_USAGE_STATS_ENABLED": "0"}
-        env.pop("RAY_ADDRESS", None)
-        for attempt in range(1, attempts + 1):
-            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                  text=True, timeout=180)
-            with open(self.log_path, "a") as log:
-                log.write(f"--- probe {attempt}: exit {done.returncode}\n{done.stdout}"
-                          f"{done.stderr[-3000:]}\n")
-            if done.returncode == 0:
-                return
-            time.sleep(3)
-        raise AssertionError(f"no Ray Client session after {attempts} attempts")
-
-    @property
-    def address(self) -> str:
-        return f"ray://127.0.0.1:{self.client_port}"
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("ray start exited:\n" + tail(self.log_path))
-        with socket.socket() as s:
-            s.settimeout(1)
-            return s.connect_ex(("127.0.0.1", self.client_port)) == 0
-
-    def stop(self) -> None:
-        # Not `ray stop --force`: that kills every Ray on the machine. These are exactly the
-        # processes this head started (they inherit SUP_E2E_RAY).
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        kill_marked("SUP_E2E_RAY", self.id)
-        self.log_file.close()
-        logs = self.temp_dir / "session_latest" / "logs"
-        if logs.is_dir():  # kept with the run's logs (tests/e2e/run prints them on failure)
-            shutil.copytree(logs, self.log_path.with_suffix(".logs"), dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("*.sock", "events", "export_events"))
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
 def iter_outputs(notebook: Any) -> Iterator[dict[str, Any]]:
     for cell in notebook.cells:
         yield from cell.get("outputs", [])
+
+
+# ---- the plane's real node ------------------------------------------------------------------
+
+NOTEBOOK_IMAGE = "localhost/singleuser-profiles/notebook:ray2.60.0-py311"
+# From the range OpenShift gives a namespace; neither image has it in /etc/passwd.
+ASSIGNED_UID = 1000680000
+# The notebook image's group (jovyan's, as in docker-stacks): its HOME is group-writable.
+NOTEBOOK_GID = 100
+# Ray's head starts in tens of seconds on a quiet machine; minutes at load 20.
+START_TIMEOUT = 420
+
+
+def kube_spawner(namespace: str, profile_list: bool) -> str:
+    """Hub configuration: KubeSpawner making notebook pods of NOTEBOOK_IMAGE in `namespace`
+    (one whose pods land on the real node), with the hook's progress; `profile_list`: the
+    service's profiles as KubeSpawner's profile list (else the spawn page chooses)."""
+    return f'''
+from kubespawner import KubeSpawner
+from singleuser_profiles_hub import profile_list
+
+
+class E2EKubeSpawner(ProfilesProgressMixin, KubeSpawner):
+    """Notebook pods on the plane's real node, with the hook's progress."""
+
+
+c.JupyterHub.spawner_class = E2EKubeSpawner
+{"c.KubeSpawner.profile_list = profile_list" if profile_list else ""}
+c.KubeSpawner.namespace = "{namespace}"
+c.KubeSpawner.image = "{NOTEBOOK_IMAGE}"
+c.KubeSpawner.image_pull_policy = "Never"  # imported into the node's containerd; no registry
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+# What PodSecurity `restricted` asks; the UID is the namespace's (the admission policy's).
+c.KubeSpawner.pod_security_context = {{"runAsNonRoot": True, "seccompProfile": {{"type": "RuntimeDefault"}}}}
+c.KubeSpawner.container_security_context = {{"allowPrivilegeEscalation": False, "capabilities": {{"drop": ["ALL"]}}}}
+c.KubeSpawner.fs_gid = {NOTEBOOK_GID}
+c.KubeSpawner.start_timeout = {START_TIMEOUT}
+c.KubeSpawner.http_timeout = {START_TIMEOUT}
+c.KubeSpawner.delete_grace_period = 1
+c.Spawner.poll_interval = 5
+'''
+
+
+def small_ray(templates: str = "ray-cluster-templates", head_num_cpus: str = "0",
+                   workers: int = 1, max_workers: int = 2,
+                   env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """A profile's `ray` service: the repo's RayCluster template (from the `templates`
+    ConfigMap) and its NetworkPolicy, a quarter CPU per Ray pod, so that several clusters fit
+    the real node's 2 CPUs (the plane's node does not throttle to limits). A worker still
+    counts one Ray CPU (KubeRay rounds its CPU limit up)."""
+    service: dict[str, Any] = {
+        "resources": [{"name": templates, "path": "ray-cluster.yaml"},
+                      {"name": "ray-cluster-templates", "path": "ray-cluster-networkpolicy.yaml"}],
+        "configuration": {"ray_version": "2.60.0", "ray_image": "docker.io/rayproject/ray:2.60.0-py311",
+                          "head_num_cpus": head_num_cpus, "head_cpu": "250m", "head_memory": "2Gi",
+                          "worker_cpu": "250m", "worker_memory": "2Gi"},
+        "options": {"workers": {"type": "integer", "default": workers, "min": 0, "max": max_workers}},
+    }
+    if env:
+        service["env"] = env
+    return service
+
+
+def profiles_configmap(name: str, profiles: list[dict[str, Any]],
+                       sizes: Optional[list[dict[str, Any]]] = None) -> str:
+    """A labelled profiles ConfigMap (folded in after the repo's), as a manifest."""
+    import yaml
+
+    content: dict[str, Any] = {"profiles": profiles}
+    if sizes:
+        content["sizes"] = sizes
+    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": name, "labels": {"jupyterhub": "singleuser-profiles"}},
+                       "data": {"jupyterhub-singleuser-profiles.yaml": yaml.safe_dump(content)}})
+
+
+@contextmanager
+def real_node_namespace(ns: str) -> Iterator[str]:
+    """Namespace `ns` whose pods land on the real node (the PodNodeSelector and
+    PodTolerationRestriction annotations), PodSecurity `restricted`, every pod given
+    ASSIGNED_UID (tests/controlplane/assign-uid-policy.yaml); removed afterwards."""
+    images = os.environ.get("SUP_TEST_IMAGES", "").split()
+    assert {"ray", "notebook"} <= set(images), (
+        f"the plane was started without the ray and notebook images (SUP_TEST_IMAGES={images}): "
+        "start it with SUP_CLUSTER_IMAGES=ray,notebook scripts/cluster up")
+    label = os.environ["SUP_TEST_REAL_NODE_LABEL"]
+    toleration = [{"key": label, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": ns,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                       "pod-security.kubernetes.io/enforce-version": "latest"},
+            "annotations": {"scheduler.alpha.kubernetes.io/node-selector": f"{label}=true",
+                            "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(toleration)},
+        },
+    }))
+    policy = f"assign-uid-{ns}"
+    try:
+        manifest = (REPO / "tests/controlplane/assign-uid-policy.yaml").read_text()
+        for name, value in {"NAME": policy, "NAMESPACE": ns, "UID": str(ASSIGNED_UID)}.items():
+            manifest = manifest.replace(f"@{name}@", value)
+        kubectl("apply", "-f", "-", input=manifest)
+        # The API server applies a new policy once its informer has it.
+        probe = json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "uid-probe"}, "spec": {
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": NOTEBOOK_IMAGE, "securityContext": {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}})
+
+        def assigned() -> bool:
+            made = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json",
+                                      "-f", "-", input=probe))
+            return made["spec"].get("securityContext", {}).get("runAsUser") == ASSIGNED_UID
+
+        wait_until(assigned, 30, "the UID-assigning policy in effect")
+        yield ns
+    finally:
+        for kind in ("mutatingadmissionpolicybinding", "mutatingadmissionpolicy"):
+            kubectl("delete", kind, policy, "--ignore-not-found")
+        kubectl("delete", "namespace", ns, "--wait=true", "--timeout=180s")
+
+
+def describe_pods(ns: str) -> str:
+    """`kubectl describe pods` of `ns` (its tail), for failure messages."""
+    try:
+        return kubectl("describe", "pods", "-n", ns)[-8000:]
+    except AssertionError as err:
+        return str(err)
+
+
+# ---- another instance of the service --------------------------------------------------------
+
+
+class Service:
+    """The service binary in cluster mode for `namespace` (one per namespace, as deployed), on a
+    free loopback port, logging JSON to the run's work folder."""
+
+    def __init__(self, settings: Settings, namespace: str, name: str, *args: str) -> None:
+        self.log_path = settings.work / f"service-{name}.log"
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [os.environ["SUP_BINARY"], "serve", "--mode", "cluster", "--namespace", namespace,
+             "--listen", "127.0.0.1:0", "--hub-token-file", str(settings.token_file), *args],
+            cwd=REPO, env={**os.environ, "SUP_LOG_FORMAT": "json"}, stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = ""
+        try:
+            self.url = "http://" + wait_until(self._listen, 60, f"the {name} service to listen")
+            wait_until(self._ready, 60, f"the {name} service to be ready", interval=0.2)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"the {name} service did not start:\n" + tail(self.log_path))
+
+    def _listen(self) -> Optional[str]:
+        assert self.proc.poll() is None, "the service exited:\n" + tail(self.log_path)
+        match = re.search(r'"listen":"([^"]+)"', self.log_path.read_text(errors="replace"))
+        return match.group(1) if match else None
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, "the service exited:\n" + tail(self.log_path)
+        try:
+            return httpx.get(self.url + "/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+# ---- a notebook executed in a single-user server's kernel, through the hub ---------------------
+
+
+def run_notebook(base_url: str, token: str, notebook: Any, cell_timeout: float = 900,
+                 retry_first_cell: int = 1) -> None:
+    """Executes every code cell of `notebook` (nbformat) in a new kernel of the single-user
+    server at `base_url` (e.g. `<hub>/user/<name>`; the hub's proxy routes it) as JupyterLab
+    does: the Jupyter Server REST API, then the kernel's websocket. Fills in the cells'
+    outputs; stops at the first cell that fails, unless it is the first code cell and tries
+    are left (`retry_first_cell` tries in all)."""
+    import asyncio
+
+    asyncio.run(_run_notebook(base_url, token, notebook, cell_timeout, retry_first_cell))
+
+
+async def _run_notebook(base_url: str, token: str, notebook: Any, cell_timeout: float,
+                        retry_first_cell: int) -> None:
+    import asyncio
+    from datetime import datetime, timezone
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as api:
+        started = await api.post("/api/kernels", json={"name": "python3"})
+        assert started.status_code == 201, f"{started.status_code}: {started.text}"
+        kernel = started.json()["id"]
+        session = uuid.uuid4().hex
+        ws_url = re.sub(r"^http", "ws", base_url) + f"/api/kernels/{kernel}/channels?session_id={session}"
+        socket = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+        try:
+            async def execute(code: str) -> tuple[str, list[dict[str, Any]]]:
+                msg_id = uuid.uuid4().hex
+                socket.write_message(json.dumps({
+                    "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": session,
+                               "username": "e2e", "version": "5.3",
+                               "date": datetime.now(timezone.utc).isoformat()},
+                    "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                    "content": {"code": code, "silent": False, "store_history": True,
+                                "user_expressions": {}, "allow_stdin": False,
+                                "stop_on_error": True},
+                }))
+                outputs: list[dict[str, Any]] = []
+                status, idle = "", False
+                while not (status and idle):
+                    raw = await asyncio.wait_for(socket.read_message(), cell_timeout)
+                    assert raw is not None, "the kernel's websocket closed"
+                    if not isinstance(raw, str):
+                        continue  # binary frames carry buffers (widgets); no output here
+                    message = json.loads(raw)
+                    if message.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    kind, content = message["header"]["msg_type"], message["content"]
+                    if kind == "execute_reply":
+                        status = content["status"]
+                    elif kind == "status" and content["execution_state"] == "idle":
+                        idle = True
+                    elif kind == "stream":
+                        outputs.append({"output_type": "stream", "name": content["name"],
+                                        "text": content["text"]})
+                    elif kind in ("display_data", "execute_result"):
+                        outputs.append({"output_type": kind, "data": content["data"],
+                                        "metadata": content.get("metadata", {})})
+                    elif kind == "error":
+                        outputs.append({"output_type": "error", "ename": content["ename"],
+                                        "evalue": content["evalue"],
+                                        "traceback": content["traceback"]})
+                return status, outputs
+
+            code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+            for index, cell in enumerate(code_cells):
+                tries = retry_first_cell if index == 0 else 1
+                for attempt in range(1, tries + 1):
+                    status, outputs = await execute(cell.source)
+                    cell.outputs = outputs
+                    if status == "ok":
+                        break
+                    print(f"cell {index} failed (try {attempt} of {tries}):\n"
+                          + "\n".join(o.get("evalue", "") for o in outputs if o.get("evalue")))
+                if status != "ok":
+                    errors = [o for o in outputs if o["output_type"] == "error"]
+                    trace = "\n".join(errors[0]["traceback"] if errors else [])
+                    raise AssertionError(f"cell {index} failed: {status}\n{cell.source}\n"
+                                         + re.sub(r"\x1b\[[0-9;]*m", "", trace))  # no colours
+        finally:
+            socket.close()
+            await api.delete(f"/api/kernels/{kernel}")
+

@@ -1,12 +1,11 @@
 """JSP's spawn page (hub/launcher-ui: JSP 0.7.0's UI built from its sdist, unchanged but for
 the listed build patches) as the real hub's spawn page, in headless Debian Chromium.
 
-The hub (DummyAuthenticator, local single-user servers, our hooks) has the service as its
-`jsp-api` service behind the proxy, with OAuth: the page's calls log in through the hub. The
-service is one of its own in cluster mode, watching the run's namespace (where it saves the
-users' settings); notebooks and their Ray clusters go to a namespace of this test's, so that
-the user's env reaches the local single-user server as values. That JSP reads the ConfigMaps
-saved is the plane test's (tests/plane: launcher_settings_are_jsp_configmaps_...).
+The hub (DummyAuthenticator, KubeSpawner, our hooks) has the service as its `jsp-api` service
+behind the proxy, with OAuth: the page's calls log in through the hub. The service is one of
+its own in cluster mode for a namespace whose pods run on the plane's real node: it saves the
+users' settings there, and the notebook pods and their Ray clusters go there. That JSP reads
+the ConfigMaps saved is the plane test's (tests/plane: launcher_settings_are_jsp_configmaps_...).
 """
 
 from __future__ import annotations
@@ -15,17 +14,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from e2e_support import REPO, Hub, Settings, free_port, kubectl, ray_clusters, tail, wait_until
+from e2e_support import (NOTEBOOK_IMAGE, REPO, Hub, Service, Settings, describe_pods, free_port,
+                         kube_spawner, kubectl, profiles_configmap, ray_clusters,
+                         real_node_namespace, tail, small_ray, wait_until)
 
 HERE = Path(__file__).resolve().parent
-RAY, RAY_TAG = "docker.io/rayproject/ray", "2.60.0-py311"
+RAY, RAY_TAG = NOTEBOOK_IMAGE.rsplit(":", 1)  # the Ray notebook image, built for the real node
 MINIMAL, MINIMAL_TAG = "quay.io/jupyter/minimal-notebook", "2024-11"
 ENV_NAME, ENV_VALUE = "MY_VAR", "from-the-spawn-page"
 API = "/services/jsp-api/api"
@@ -44,20 +44,24 @@ c.JupyterHub.template_paths = ["{wrapper}", "{templates}"]
 # The bundle's public path is /hub/jsp-ui/ (ODH installed it into the hub's static folder).
 c.JupyterHub.extra_handlers = [(r"/jsp-ui/(.*)", StaticFileHandler, {{"path": "{static}"}})]
 c.Spawner.options_form = "JSP's spawn page"  # any form: the hub then shows its spawn page
-# Another namespace than the service's: the user's env comes as values, which a local
-# spawner can inject (a reference to the ConfigMap needs KubeSpawner).
-c.SingleuserProfiles.namespace = "{notebooks}"
 '''
+
+# Test-sized, to fit the real node's 2 CPUs: everyone's Ray cluster (a profile for everyone,
+# after the repo's: its `ray` service replaces theirs), and the size Medium: its limits (2 CPUs,
+# 4 GiB) with small requests (the plane's node does not throttle to limits).
+TEST_SIZED = profiles_configmap(
+    "e2e-spawn-page-test-sized", [{"name": "test-sized Ray", "services": {"ray": small_ray()}}],
+    sizes=[{"name": "Medium", "description": "2 CPUs, 4 GiB", "resources": {
+        "requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}}])
 
 
 @pytest.fixture(scope="module")
 def notebooks(settings: Settings) -> Iterator[str]:
-    """The namespace of this test's notebooks and Ray clusters."""
-    ns = f"{settings.namespace}-nb"
-    kubectl("create", "namespace", ns)
-    kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    yield ns
-    kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s")
+    """The real-node namespace of this test's service, notebooks and Ray clusters."""
+    with real_node_namespace(f"{settings.namespace}-nb") as ns:
+        kubectl("apply", "-n", ns, "-f", str(REPO / "profiles"), "-f", str(REPO / "templates"))
+        kubectl("apply", "-n", ns, "-f", "-", input=TEST_SIZED)
+        yield ns
 
 
 @pytest.fixture(scope="module")
@@ -67,43 +71,27 @@ def page_hub(settings: Settings, notebooks: str,
     templates = tmp_path_factory.mktemp("jsp-templates")
     shutil.copy(ui / "templates" / "spawn.html", templates / "jsp-spawn.html")
     shutil.copy(ui / "templates" / "spawn_pending.html", templates / "spawn_pending.html")
-    port, hub_port = free_port(), free_port()
-    service_url = f"http://127.0.0.1:{port}"
-    log_path = settings.work / "spawn-page-service.log"
-    log = open(log_path, "w")
-    service = subprocess.Popen(
-        # The local-process spawner runs no notebook pods: the reaper would take their clusters.
-        [os.environ["SUP_BINARY"], "serve", "--mode", "cluster", "--namespace", settings.namespace,
-         "--orphan-grace", "0", "--listen", f"127.0.0.1:{port}",
-         "--hub-token-file", str(settings.token_file),
-         "--hub-api-url", f"http://127.0.0.1:{hub_port}/hub/api",
-         "--oauth-client-id", "service-jsp-api",
-         "--launcher-images", f"{MINIMAL}:{MINIMAL_TAG},{RAY}:{RAY_TAG}"],
-        cwd=REPO, env={**os.environ, "SUP_LOG_FORMAT": "json"}, stdout=log, stderr=subprocess.STDOUT,
-    )
+    hub_port = free_port()
+    service = Service(settings, notebooks, "spawn-page",
+                      "--hub-api-url", f"http://127.0.0.1:{hub_port}/hub/api",
+                      "--oauth-client-id", "service-jsp-api",
+                      "--launcher-images", f"{MINIMAL}:{MINIMAL_TAG},{RAY}:{RAY_TAG}")
     hub = None
     try:
-        def ready() -> bool:
-            assert service.poll() is None, "the service exited:\n" + tail(log_path)
-            try:
-                return httpx.get(service_url + "/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 30, "the spawn page's service to be ready", interval=0.2)
         extra = HUB_EXTRA.format(
-            service_url=service_url, token=settings.token, wrapper=REPO / "hub/launcher-ui/hub-templates",
-            templates=templates, static=ui / "static", notebooks=notebooks)
-        hub = Hub(settings, service_url=service_url, extra_config=extra, port=hub_port)
+            service_url=service.url, token=settings.token, wrapper=REPO / "hub/launcher-ui/hub-templates",
+            templates=templates, static=ui / "static")
+        # The notebook pods reach the hub's API on the host side of the node's veth.
+        hub = Hub(settings, service_url=service.url, extra_config=extra, port=hub_port,
+                  spawner=kube_spawner(notebooks, profile_list=False),
+                  hub_ip=os.environ["SUP_TEST_REAL_NODE_HOST_IP"], namespace="")
         yield hub
     finally:
         if hub is not None:
             hub.stop()
             print(f"\n--- tail of {hub.log_path}\n{tail(hub.log_path, 30)}")
-        service.terminate()
-        service.wait(30)
-        log.close()
-        print(f"\n--- tail of {log_path}\n{tail(log_path, 20)}")
+        service.stop()
+        print(f"\n--- tail of {service.log_path}\n{tail(service.log_path, 20)}")
 
 
 def browser(hub: Hub, user: str, *action: str) -> dict[str, Any]:
@@ -135,15 +123,22 @@ def test_the_spawn_page_starts_the_notebook_with_the_choices_and_remembers_them(
     assert any(c.startswith("GET /services/jsp-api/oauth_callback") for c in picked["calls"]), \
         "the page's calls logged in through the hub"
 
-    # The notebook started with the page's size and env var, and its Ray cluster.
-    server = wait_until(lambda: hub.user("alice")["servers"].get("", {}).get("ready") and
-                        hub.user("alice")["servers"][""], 120, "alice's server to be ready")
+    # The notebook pod runs on the real node with the page's image, size and env var, and
+    # the address of its Ray cluster.
+    try:
+        server = wait_until(lambda: hub.user("alice")["servers"].get("", {}).get("ready") and
+                            hub.user("alice")["servers"][""], 300, "alice's server to be ready")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{describe_pods(notebooks)}") from None
     assert server["ready"]
-    env = hub.singleuser_env("alice")["env"]
-    assert env[ENV_NAME] == ENV_VALUE
-    assert float(env["CPU_LIMIT"]) == 2.0 and int(env["MEM_LIMIT"]) == 4 * 2**30, "the size Medium"
-    assert env["RAY_ADDRESS"] == f"ray://ray-alice-head-svc.{notebooks}.svc:10001"
-    assert env["RAY_CLUSTER"] == "ray-alice"
+    pod = json.loads(kubectl("get", "pod", "-n", notebooks, "jupyter-alice", "-o", "json"))
+    assert pod["spec"]["nodeName"] == os.environ["SUP_TEST_REAL_NODE"]
+    [container] = pod["spec"]["containers"]
+    assert container["image"] == f"{RAY}:{RAY_TAG}"
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": str(4 * 2**30)}, container["resources"]
+    printed = kubectl("exec", "-n", notebooks, "jupyter-alice", "--", "sh", "-c",
+                      f"echo $RAY_ADDRESS $RAY_CLUSTER ${ENV_NAME}").split()
+    assert printed == [f"ray://ray-alice-head-svc.{notebooks}.svc:10001", "ray-alice", ENV_VALUE], printed
     assert [c["metadata"]["name"] for c in ray_clusters(notebooks, "alice")] == ["ray-alice"]
     hub.stop_server("alice")
     wait_until(lambda: not ray_clusters(notebooks, "alice"), 60, "alice's Ray cluster to go")

@@ -58,48 +58,19 @@ fn needs_images() {
 }
 
 /// Stands in for OpenShift's restricted SCC: every pod created in `ns` gets
-/// `runAsUser: ASSIGNED_UID` (a MutatingAdmissionPolicy, GA since Kubernetes 1.36).
-/// Removed on drop, also when the test fails.
+/// `runAsUser: ASSIGNED_UID` (tests/controlplane/assign-uid-policy.yaml). Removed on drop,
+/// also when the test fails.
 struct AssignedUid(String);
 
 impl AssignedUid {
     async fn install(client: &Client, ns: &str) -> AssignedUid {
         let name = format!("assign-uid-{ns}");
-        let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
-            {
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "MutatingAdmissionPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "matchConstraints": {"resourceRules": [{
-                        "apiGroups": [""], "apiVersions": ["v1"],
-                        "operations": ["CREATE"], "resources": ["pods"],
-                    }]},
-                    "failurePolicy": "Fail",
-                    "reinvocationPolicy": "Never",
-                    "mutations": [{
-                        "patchType": "ApplyConfiguration",
-                        "applyConfiguration": {"expression": format!(
-                            "Object{{spec: Object.spec{{securityContext: \
-                             Object.spec.securityContext{{runAsUser: {ASSIGNED_UID}}}}}}}"
-                        )},
-                    }],
-                },
-            },
-            {
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "MutatingAdmissionPolicyBinding",
-                "metadata": {"name": name},
-                "spec": {
-                    "policyName": name,
-                    "matchResources": {"namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": ns},
-                    }},
-                },
-            },
-        ]});
-        let path = std::env::temp_dir().join(format!("{name}.json"));
-        std::fs::write(&path, manifest.to_string()).unwrap();
+        let manifest = include_str!("../controlplane/assign-uid-policy.yaml")
+            .replace("@NAME@", &name)
+            .replace("@NAMESPACE@", ns)
+            .replace("@UID@", ASSIGNED_UID);
+        let path = std::env::temp_dir().join(format!("{name}.yaml"));
+        std::fs::write(&path, manifest).unwrap();
         let (ok, out, err) = kubectl(&["apply", "-f", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
         assert!(ok, "installing the UID-assigning policy: {out}{err}");

@@ -289,6 +289,9 @@ registerWithTaints:
 - {key: $real_node_label, value: "true", effect: NoSchedule}
 maxPods: 110
 serializeImagePulls: false
+# Requests still schedule (2 CPUs here), but a limit does not throttle: test-sized Ray pods
+# (a quarter CPU each) would otherwise take minutes to start Ray on this 2-core host.
+cpuCFSQuota: false
 EOF
     cat >"$node_dir/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1

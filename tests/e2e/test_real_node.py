@@ -1,6 +1,6 @@
 """The whole path on the plane's real node: a real JupyterHub with KubeSpawner, our hooks and a
 service of its own (cluster mode, one namespace, the reaper on); notebook pods of the locally
-built notebook image and the repo's default RayCluster run for real (kubelet, containerd,
+built notebook image and the repo's RayCluster template run for real (kubelet, containerd,
 CNI, kube-proxy, CoreDNS, kube-router), under PodSecurity `restricted` with a UID no image has
 (tests/controlplane/assign-uid-policy.yaml stands in for OpenShift's SCC).
 
@@ -50,8 +50,9 @@ NODE_PROFILES = profiles_configmap("e2e-node-profiles", [
     {"name": "Ray notebook on the real node, test-sized, with shared storage",
      "slug": "e2e-node-storage", "resources": NOTEBOOK_RESOURCES,
      "services": {"ray": small_ray("e2e-node-templates", workers=2,
-                                        env={"RAY_STORAGE_PATH": f"{SHARED_MOUNT}/ray-results"})}},
+                                   env={"RAY_STORAGE_PATH": f"{SHARED_MOUNT}/ray-results"})}},
 ])
+
 
 def node_exec(*command: str) -> None:
     done = subprocess.run([str(REPO / "scripts/cluster"), "node-exec", *command],
@@ -204,7 +205,7 @@ def test_two_users_get_notebook_pods_and_ray_clusters_on_the_real_node(
             assert p["spec"]["securityContext"]["runAsUser"] == ASSIGNED_UID
             assert running(p), p["status"]
     # Each cluster is its own.
-    assert {ray_clusters(node_ns, u)[0]["metadata"]["uid"] for u in USERS}.__len__() == 2
+    assert len({ray_clusters(node_ns, u)[0]["metadata"]["uid"] for u in USERS}) == 2
 
 
 # Run in the notebook's kernel after the demo: the dashboard through the head Service, with

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from e2e_support import (NOTEBOOK_GID, NOTEBOOK_IMAGE, START_TIMEOUT, Hub, Service,  # noqa: E402
-                         Settings, describe_pods, kube_spawner, kubectl, profiles_configmap,
+                         Settings, describe_pods, kube_spawner, kubectl, pod, profiles_configmap,
                          real_node_namespace, run_notebook, small_ray, wait_until)
 
 ROUNDS = [1, 5, 1, 5]  # users at once; each round runs the service's path, then the floor's
@@ -101,6 +101,16 @@ def head_pod(ns: str, cluster: str) -> dict[str, Any]:
     return dict(p)
 
 
+def timings(ns: str, user: str, t0: float, served: float, done: float,
+            failed: list[str]) -> dict[str, Any]:
+    """One spawn's figures: started, notebook serving, first task answered (wall clock), the
+    failed ray.init() calls, and the notebook's and head's pod times from the API."""
+    cluster = f"ray-{user}"
+    return {"t0": t0, "notebook_ready": served, "first_task": done, "failed_inits": failed,
+            "notebook": pod_times(pod(ns, f"jupyter-{user}")), "head": pod_times(head_pod(ns, cluster)),
+            "head_ready": head_ready(ns, cluster)}
+
+
 def first_task(base_url: str, token: str) -> list[str]:
     """Runs CELL in a new kernel; returns its failed ray.init() calls (time, error)."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
@@ -133,9 +143,7 @@ def at_once(users: list[str], one: Callable[[str], dict[str, Any]]) -> dict[str,
 
 @pytest.fixture(scope="module")
 def bench_ns(settings: Settings) -> Iterator[str]:
-    with real_node_namespace(f"{settings.namespace}-bench") as ns:
-        kubectl("apply", "-n", ns, "-f", str(REPO / "profiles"), "-f", str(REPO / "templates"))
-        kubectl("apply", "-n", ns, "-f", "-", input=PROFILES)
+    with real_node_namespace(f"{settings.namespace}-bench", PROFILES) as ns:
         yield ns
 
 
@@ -161,11 +169,7 @@ def test_time_to_first_ray_task(settings: Settings, bench_ns: str) -> None:
         assert events[-1].get("ready") is True, f"{user}: {events}\n{describe_pods(ns)}"
         served = time.time()
         failed = first_task(f"{hub.url}/user/{user}", hub.user_token(user))
-        done = time.time()
-        cluster = f"ray-{user}"
-        return {"t0": t0, "notebook_ready": served, "first_task": done, "failed_inits": failed,
-                "notebook": pod_times(json.loads(kubectl("get", "pod", "-n", ns, f"jupyter-{user}", "-o", "json"))),
-                "head": pod_times(head_pod(ns, cluster)), "head_ready": head_ready(ns, cluster)}
+        return timings(ns, user, t0, served, time.time(), failed)
 
     def floor(user: str) -> dict[str, Any]:
         rendered = httpx.post(f"{service.url}/api/v1/render", headers=auth, timeout=60,
@@ -199,8 +203,7 @@ def test_time_to_first_ray_task(settings: Settings, bench_ns: str) -> None:
         kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
 
         def serving() -> str | None:
-            ip = json.loads(kubectl("get", "pod", "-n", ns, f"jupyter-{user}", "-o", "json"))[
-                "status"].get("podIP")
+            ip = pod(ns, f"jupyter-{user}")["status"].get("podIP")
             try:
                 ok = ip and httpx.get(f"http://{ip}:8888/api/status", timeout=5,
                                       headers={"Authorization": f"token {token}"}).status_code == 200
@@ -211,11 +214,7 @@ def test_time_to_first_ray_task(settings: Settings, bench_ns: str) -> None:
         base = wait_until(serving, START_TIMEOUT, f"{user}'s notebook server", interval=0.5)
         served = time.time()
         failed = first_task(base, token)
-        done = time.time()
-        cluster = f"ray-{user}"
-        return {"t0": t0, "notebook_ready": served, "first_task": done, "failed_inits": failed,
-                "notebook": pod_times(json.loads(kubectl("get", "pod", "-n", ns, f"jupyter-{user}", "-o", "json"))),
-                "head": pod_times(head_pod(ns, cluster)), "head_ready": head_ready(ns, cluster)}
+        return timings(ns, user, t0, served, time.time(), failed)
 
     report: list[dict[str, Any]] = []
     try:

@@ -427,10 +427,11 @@ def profiles_configmap(name: str, profiles: list[dict[str, Any]],
 
 
 @contextmanager
-def real_node_namespace(ns: str) -> Iterator[str]:
+def real_node_namespace(ns: str, *manifests: str) -> Iterator[str]:
     """Namespace `ns` whose pods land on the real node (the PodNodeSelector and
     PodTolerationRestriction annotations), PodSecurity `restricted`, every pod given
-    ASSIGNED_UID (tests/controlplane/assign-uid-policy.yaml); removed afterwards."""
+    ASSIGNED_UID (tests/controlplane/assign-uid-policy.yaml), holding the repo's profiles and
+    templates and then `manifests` (each applied in `ns`); removed afterwards."""
     images = os.environ.get("SUP_TEST_IMAGES", "").split()
     assert {"ray", "notebook"} <= set(images), (
         f"the plane was started without the ray and notebook images (SUP_TEST_IMAGES={images}): "
@@ -465,11 +466,18 @@ def real_node_namespace(ns: str) -> Iterator[str]:
             return made["spec"].get("securityContext", {}).get("runAsUser") == ASSIGNED_UID
 
         wait_until(assigned, 30, "the UID-assigning policy in effect")
+        kubectl("apply", "-n", ns, "-f", str(REPO / "profiles"), "-f", str(REPO / "templates"))
+        for extra in manifests:
+            kubectl("apply", "-n", ns, "-f", "-", input=extra)
         yield ns
     finally:
         for kind in ("mutatingadmissionpolicybinding", "mutatingadmissionpolicy"):
             kubectl("delete", kind, policy, "--ignore-not-found")
         kubectl("delete", "namespace", ns, "--wait=true", "--timeout=180s")
+
+
+def pod(ns: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(kubectl("get", "pod", "-n", ns, name, "-o", "json")))
 
 
 def describe_pods(ns: str) -> str:
@@ -484,15 +492,17 @@ def describe_pods(ns: str) -> str:
 
 
 class Service:
-    """The service binary in cluster mode for `namespace` (one per namespace, as deployed), on a
-    free loopback port, logging JSON to the run's work folder."""
+    """The service binary in cluster mode for `namespace` (one per namespace, as deployed), or
+    a dry run (writing nothing) with `namespace` None; on a free loopback port, with the run's
+    hub token, logging JSON to the run's work folder (a file: no pipe to keep draining)."""
 
-    def __init__(self, settings: Settings, namespace: str, name: str, *args: str) -> None:
+    def __init__(self, settings: Settings, namespace: Optional[str], name: str, *args: str) -> None:
         self.log_path = settings.work / f"service-{name}.log"
         self.log_file = open(self.log_path, "w")
+        mode = ["--mode", "dry-run"] if namespace is None else ["--mode", "cluster", "--namespace", namespace]
         self.proc = subprocess.Popen(
-            [os.environ["SUP_BINARY"], "serve", "--mode", "cluster", "--namespace", namespace,
-             "--listen", "127.0.0.1:0", "--hub-token-file", str(settings.token_file), *args],
+            [os.environ["SUP_BINARY"], "serve", *mode, "--listen", "127.0.0.1:0",
+             "--hub-token-file", str(settings.token_file), *args],
             cwd=REPO, env={**os.environ, "SUP_LOG_FORMAT": "json"}, stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from e2e_support import (ASSIGNED_UID, REPO, START_TIMEOUT, Hub, Service, Settings, cluster_ready,
-                         describe_pods, items, iter_outputs, kube_spawner, kubectl,
+                         describe_pods, items, iter_outputs, kube_spawner, kubectl, pod,
                          profiles_configmap, ray_clusters, real_node_namespace, run_notebook,
                          small_ray, wait_until)
 
@@ -102,11 +102,8 @@ def node_ns(settings: Settings) -> Iterator[str]:
     """A real-node namespace with the repo's profiles and templates, the test-sized profiles
     and the shared claim."""
     ns = f"{settings.namespace}-node"
-    with real_node_namespace(ns):
+    with real_node_namespace(ns, NODE_PROFILES, shared_storage_template()):
         try:
-            kubectl("apply", "-n", ns, "-f", str(REPO / "profiles"), "-f", str(REPO / "templates"))
-            kubectl("apply", "-n", ns, "-f", "-", input=NODE_PROFILES)
-            kubectl("apply", "-n", ns, "-f", "-", input=shared_storage_template())
             shared_claim(ns)
             yield ns
         finally:
@@ -135,10 +132,6 @@ def node_hub(settings: Settings, node_ns: str, node_service: Service) -> Iterato
     yield hub
     hub.stop()
     print(f"\n--- tail of {hub.log_path}\n" + hub.log_path.read_text()[-3000:])
-
-
-def pod(ns: str, name: str) -> dict[str, Any]:
-    return dict(json.loads(kubectl("get", "pod", "-n", ns, name, "-o", "json")))
 
 
 def notebook_pod_name(user: str) -> str:

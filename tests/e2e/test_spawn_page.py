@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from e2e_support import (NOTEBOOK_IMAGE, REPO, Hub, Service, Settings, describe_pods, free_port,
-                         kube_spawner, kubectl, profiles_configmap, ray_clusters,
+                         kube_spawner, kubectl, pod, profiles_configmap, ray_clusters,
                          real_node_namespace, tail, small_ray, wait_until)
 
 HERE = Path(__file__).resolve().parent
@@ -58,9 +58,7 @@ TEST_SIZED = profiles_configmap(
 @pytest.fixture(scope="module")
 def notebooks(settings: Settings) -> Iterator[str]:
     """The real-node namespace of this test's service, notebooks and Ray clusters."""
-    with real_node_namespace(f"{settings.namespace}-nb") as ns:
-        kubectl("apply", "-n", ns, "-f", str(REPO / "profiles"), "-f", str(REPO / "templates"))
-        kubectl("apply", "-n", ns, "-f", "-", input=TEST_SIZED)
+    with real_node_namespace(f"{settings.namespace}-nb", TEST_SIZED) as ns:
         yield ns
 
 
@@ -131,9 +129,9 @@ def test_the_spawn_page_starts_the_notebook_with_the_choices_and_remembers_them(
     except AssertionError as err:
         raise AssertionError(f"{err}\n{describe_pods(notebooks)}") from None
     assert server["ready"]
-    pod = json.loads(kubectl("get", "pod", "-n", notebooks, "jupyter-alice", "-o", "json"))
-    assert pod["spec"]["nodeName"] == os.environ["SUP_TEST_REAL_NODE"]
-    [container] = pod["spec"]["containers"]
+    notebook = pod(notebooks, "jupyter-alice")
+    assert notebook["spec"]["nodeName"] == os.environ["SUP_TEST_REAL_NODE"]
+    [container] = notebook["spec"]["containers"]
     assert container["image"] == f"{RAY}:{RAY_TAG}"
     assert container["resources"]["limits"] == {"cpu": "2", "memory": str(4 * 2**30)}, container["resources"]
     printed = kubectl("exec", "-n", notebooks, "jupyter-alice", "--", "sh", "-c",

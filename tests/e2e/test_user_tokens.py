@@ -3,46 +3,23 @@ services check them: a user's token acts only for that user."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import threading
-from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 
-from e2e_support import Hub, Settings, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from e2e_support import Hub, Service, Settings
 
 
 @pytest.fixture()
 def checking_service(settings: Settings, hub: Hub) -> Iterator[httpx.Client]:
     """A second service (dry run: it writes nothing) that verifies user tokens with the hub."""
-    proc = subprocess.Popen(
-        [os.environ["SUP_BINARY"], "serve", "--mode", "dry-run", "--listen", "127.0.0.1:0",
-         "--hub-token-file", str(settings.token_file), "--hub-api-url", f"{hub.url}/hub/api"],
-        cwd=REPO, env={**os.environ, "SUP_LOG_FORMAT": "json"},
-        stderr=subprocess.PIPE, text=True,
-    )
+    service = Service(settings, None, "user-tokens", "--hub-api-url", f"{hub.url}/hub/api")
     try:
-        assert proc.stderr is not None
-        listen = None
-        for line in proc.stderr:
-            if line.startswith("{") and "listen" in (event := json.loads(line)):
-                listen = event["listen"]
-                break
-        assert listen, "the service logged no listen address"
-        # Keep reading its log so the service never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in proc.stderr or []], daemon=True).start()
-        with httpx.Client(base_url=f"http://{listen}", timeout=30) as client:
-            wait_until(lambda: client.get("/readyz").status_code == 200, 30, "readiness")
+        with httpx.Client(base_url=service.url, timeout=30) as client:
             yield client
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        service.stop()
 
 
 def test_a_jupyterhub_user_token_acts_only_for_its_user(

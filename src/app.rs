@@ -8,6 +8,7 @@ use axum::Router;
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::api::renders::{DEFAULT_RENDER_CACHE_BYTES, Renders};
 use crate::api::{self, AppState, Authenticator, Launcher, Limits, OAuth};
 use crate::catalog::watch::{self as config_watch, Snapshot};
 use crate::catalog::{Catalog, ProfileSelector, Rules, UserIndex};
@@ -89,6 +90,7 @@ pub struct AppBuilder {
     metrics: Metrics,
     limits: Limits,
     launcher: LauncherSetup,
+    render_cache_bytes: u64,
 }
 
 impl App {
@@ -117,6 +119,7 @@ impl AppBuilder {
             metrics: Metrics::default(),
             limits: Limits::default(),
             launcher: LauncherSetup::default(),
+            render_cache_bytes: DEFAULT_RENDER_CACHE_BYTES,
         }
     }
 
@@ -137,6 +140,12 @@ impl AppBuilder {
         self
     }
 
+    /// Bytes of render answers kept (default: 8 MiB, as the flag's default).
+    pub fn render_cache_bytes(mut self, bytes: u64) -> Self {
+        self.render_cache_bytes = bytes;
+        self
+    }
+
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -145,7 +154,7 @@ impl AppBuilder {
     /// Builds the state and the router, and starts the background tasks (cluster mode: the
     /// ConfigMap watch and the lifecycle controller). Needs a Tokio runtime.
     pub fn build(self) -> App {
-        let AppBuilder { source, namespace, auth, metrics, limits, launcher } = self;
+        let AppBuilder { source, namespace, auth, metrics, limits, launcher, render_cache_bytes } = self;
         let (snapshot, backend, store, tasks) = match source {
             Source::Fixed(sender) => {
                 (sender.subscribe(), Backend::DryRun, SettingsStore::memory(sender), Vec::new())
@@ -168,6 +177,7 @@ impl AppBuilder {
             snapshot,
             backend,
             planner: Planner::default(),
+            renders: Renders::new(render_cache_bytes),
             namespace,
             auth,
             metrics,

@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// Spawns planned and written at once; more queue (waiting for a Ray head does not count).
     #[arg(long, env = "SUP_SPAWN_CONCURRENCY", default_value_t = crate::cluster::DEFAULT_SPAWN_CONCURRENCY)]
     pub spawn_concurrency: usize,
+    /// Bytes of dry-run render answers kept for requests asked again with the configuration
+    /// unchanged (0: none kept).
+    #[arg(long, env = "SUP_RENDER_CACHE_BYTES", default_value_t = crate::api::renders::DEFAULT_RENDER_CACHE_BYTES)]
+    pub render_cache_bytes: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SUP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,

@@ -38,12 +38,14 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::logging::init(cli.log_format);
+    let log = crate::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => crate::serve::run(args),
         Command::Render(args) => render(args),
         Command::Validate(args) => validate(args),
     };
+    // The log's last lines come before the final error.
+    drop(log);
     match result {
         Ok(code) => code,
         Err(message) => {

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod naming;
 pub mod plan;
+pub mod pointer;
 pub mod policy;
 pub mod profile;
 pub mod python;

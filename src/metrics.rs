@@ -27,6 +27,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub spawn_seconds: Family<OutcomeLabels, Histogram>,
     pub render_seconds: Family<OutcomeLabels, Histogram>,
+    pub render_cache_hits: Counter,
     pub config_problems: Gauge,
     pub config_reloads: Counter,
     pub config_loaded: Gauge,
@@ -52,6 +53,12 @@ impl Default for Metrics {
             "render_duration_seconds",
             "Dry-run render latency by outcome",
             render_seconds.clone(),
+        );
+        let render_cache_hits = Counter::default();
+        registry.register(
+            "render_cache_hits",
+            "Dry-run renders answered from the answers already given for the same configuration",
+            render_cache_hits.clone(),
         );
         let config_problems = Gauge::default();
         registry.register(
@@ -89,6 +96,7 @@ impl Default for Metrics {
             requests,
             spawn_seconds,
             render_seconds,
+            render_cache_hits,
             config_problems,
             config_reloads,
             config_loaded,

@@ -10,12 +10,12 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::Catalog;
 use crate::labels::{CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SERVER_LABEL, USER_LABEL};
-use crate::naming;
 use crate::profile::{
     Choice, PodVolumes, Profile, Requester, ResolveError, Resolved, UserSettings, pod_volumes, quantity_value,
 };
 use crate::python;
 use crate::template::{self, ContextInput, TemplateError};
+use crate::{naming, pointer};
 
 /// What a caller asks for: whose server, with which image and choices.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -246,8 +246,8 @@ impl Plan {
     pub fn environment(&self, objects: &[Value]) -> IndexMap<String, Value> {
         let mut env = IndexMap::new();
         if let Some(rc) = objects.iter().find(|o| is_ray_cluster(o)) {
-            let name = str_at(rc, "/metadata/name").unwrap_or(&self.cluster_name);
-            let namespace = str_at(rc, "/metadata/namespace").unwrap_or(&self.owner.namespace);
+            let name = pointer::str(rc, "/metadata/name").unwrap_or(&self.cluster_name);
+            let namespace = pointer::str(rc, "/metadata/namespace").unwrap_or(&self.owner.namespace);
             env.insert("RAY_CLUSTER".into(), json!(name));
             env.insert("RAY_ADDRESS".into(), json!(format!("ray://{name}-head-svc.{namespace}.svc:10001")));
             // The token by reference only: KubeRay writes it into its Secret, the kubelet into
@@ -427,10 +427,6 @@ fn finish_object(
     }
 }
 
-fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
-    value.pointer(pointer).and_then(Value::as_str)
-}
-
 /// Ray's variables for token authentication (Ray 2.52+), as KubeRay sets them on Ray pods.
 pub const RAY_AUTH_MODE_ENV: &str = "RAY_AUTH_MODE";
 pub const RAY_AUTH_TOKEN_ENV: &str = "RAY_AUTH_TOKEN";
@@ -441,7 +437,7 @@ pub const RAY_TOKEN_SECRET_KEY: &str = "auth_token";
 /// else the one KubeRay generates. None without token auth, and with `enableK8sTokenAuth`
 /// (Ray then checks Kubernetes ServiceAccount tokens; there is no Secret).
 pub fn ray_token_secret(ray_cluster: &Value) -> Option<String> {
-    let auth = ray_cluster.pointer("/spec/authOptions")?;
+    let auth = pointer::get(ray_cluster, "/spec/authOptions")?;
     if auth.get("mode").and_then(Value::as_str) != Some("token")
         || auth.get("enableK8sTokenAuth").and_then(Value::as_bool) == Some(true)
     {
@@ -449,37 +445,37 @@ pub fn ray_token_secret(ray_cluster: &Value) -> Option<String> {
     }
     match auth.get("secretName").and_then(Value::as_str) {
         Some(name) if !name.is_empty() => Some(name.to_owned()),
-        _ => Some(naming::kuberay_token_secret(str_at(ray_cluster, "/metadata/name")?)),
+        _ => Some(naming::kuberay_token_secret(pointer::str(ray_cluster, "/metadata/name")?)),
     }
 }
 
 pub fn is_ray_cluster(object: &Value) -> bool {
-    str_at(object, "/kind") == Some("RayCluster")
-        && str_at(object, "/apiVersion").is_some_and(|v| v.starts_with("ray.io/"))
+    pointer::str(object, "/kind") == Some("RayCluster")
+        && pointer::str(object, "/apiVersion").is_some_and(|v| v.starts_with("ray.io/"))
 }
 
 /// `apiVersion kind name`, one line per object, as kept in the owner ConfigMap.
 pub fn describe(object: &Value) -> String {
     format!(
         "{} {} {}",
-        str_at(object, "/apiVersion").unwrap_or_default(),
-        str_at(object, "/kind").unwrap_or_default(),
-        str_at(object, "/metadata/name").unwrap_or_default()
+        pointer::str(object, "/apiVersion").unwrap_or_default(),
+        pointer::str(object, "/kind").unwrap_or_default(),
+        pointer::str(object, "/metadata/name").unwrap_or_default()
     )
 }
 
 /// The Ray dashboard URL of a rendered Route or Ingress, when it has a host.
 pub fn dashboard_url(object: &Value) -> Option<String> {
-    let (host, tls, path) = match (str_at(object, "/kind")?, str_at(object, "/apiVersion")?) {
+    let (host, tls, path) = match (pointer::str(object, "/kind")?, pointer::str(object, "/apiVersion")?) {
         ("Route", v) if v.starts_with("route.openshift.io/") => (
-            str_at(object, "/spec/host").or_else(|| str_at(object, "/status/ingress/0/host"))?,
-            object.pointer("/spec/tls").is_some_and(|t| !t.is_null()),
-            str_at(object, "/spec/path").unwrap_or("/"),
+            pointer::str(object, "/spec/host").or_else(|| pointer::str(object, "/status/ingress/0/host"))?,
+            pointer::get(object, "/spec/tls").is_some_and(|t| !t.is_null()),
+            pointer::str(object, "/spec/path").unwrap_or("/"),
         ),
         ("Ingress", v) if v.starts_with("networking.k8s.io/") => (
-            str_at(object, "/spec/rules/0/host")?,
-            object.pointer("/spec/tls").and_then(Value::as_array).is_some_and(|t| !t.is_empty()),
-            str_at(object, "/spec/rules/0/http/paths/0/path").unwrap_or("/"),
+            pointer::str(object, "/spec/rules/0/host")?,
+            pointer::get(object, "/spec/tls").and_then(Value::as_array).is_some_and(|t| !t.is_empty()),
+            pointer::str(object, "/spec/rules/0/http/paths/0/path").unwrap_or("/"),
         ),
         _ => return None,
     };
@@ -574,7 +570,7 @@ impl Plan {
                 if !is_ray_cluster(object) {
                     continue;
                 }
-                let cluster = str_at(object, "/metadata/name").unwrap_or_default();
+                let cluster = pointer::str(object, "/metadata/name").unwrap_or_default();
                 let what = format!(
                     "service `{name}`: the RayCluster of template ConfigMap {} key `{}`",
                     reference.name, reference.path
@@ -599,8 +595,8 @@ impl Plan {
 /// Whether `object` is a NetworkPolicy restricting ingress to every pod of Ray cluster
 /// `cluster` (head and workers: its selector asks for nothing but `ray.io/cluster=<cluster>`).
 fn selects_ray_pods(object: &Value, cluster: &str) -> bool {
-    if str_at(object, "/kind") != Some("NetworkPolicy")
-        || !str_at(object, "/apiVersion").is_some_and(|v| v.starts_with("networking.k8s.io/"))
+    if pointer::str(object, "/kind") != Some("NetworkPolicy")
+        || !pointer::str(object, "/apiVersion").is_some_and(|v| v.starts_with("networking.k8s.io/"))
     {
         return false;
     }

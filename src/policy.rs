@@ -5,10 +5,11 @@
 //! (rendered for an odd user name) and on every spawn.
 
 use std::collections::BTreeSet;
+use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::naming;
+use crate::{naming, pointer};
 
 /// The kinds templates may create unless configured otherwise.
 pub const DEFAULT_KINDS: [&str; 6] =
@@ -73,7 +74,7 @@ impl Policy {
     /// What is wrong with one rendered object, each with how to fix it; empty when it passes.
     pub fn check(&self, object: &Value) -> Vec<String> {
         let mut problems = Vec::new();
-        let kind = object.pointer("/kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = pointer::str(object, "/kind").unwrap_or_default();
         if NEVER.contains(&kind) {
             problems.push(format!(
                 "kind {kind} is never created by templates (credentials, RBAC and cluster-scoped objects are refused); remove this object"
@@ -87,13 +88,13 @@ impl Policy {
         }
         check_name(kind, object, &mut problems);
         check_labels(object, &mut problems);
-        pod_specs(object, "", &mut |at, spec| check_pod_spec(at, spec, &mut problems));
+        pod_specs(object, &mut String::new(), &mut |at, spec| check_pod_spec(at, spec, &mut problems));
         problems
     }
 }
 
 fn check_name(kind: &str, object: &Value, problems: &mut Vec<String>) {
-    let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else { return };
+    let Some(name) = pointer::str(object, "/metadata/name") else { return };
     let (valid, rule) = match kind {
         // KubeRay derives Service and Pod names from it.
         "RayCluster" => (
@@ -116,7 +117,7 @@ fn check_name(kind: &str, object: &Value, problems: &mut Vec<String>) {
 }
 
 fn check_labels(object: &Value, problems: &mut Vec<String>) {
-    let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+    let labels = pointer::get(object, "/metadata/labels").and_then(Value::as_object);
     for (key, value) in labels.into_iter().flatten() {
         if !is_label_key(key) {
             problems.push(format!(
@@ -151,24 +152,35 @@ fn is_label_value(value: &str) -> bool {
 }
 
 /// Calls `found` with every pod spec in `value` (a mapping with a `containers` list), wherever
-/// it sits: a RayCluster has several, other kinds one under `spec.template.spec`.
-fn pod_specs(value: &Value, at: &str, found: &mut dyn FnMut(&str, &serde_json::Map<String, Value>)) {
+/// it sits: a RayCluster has several, other kinds one under `spec.template.spec`. `at` is the
+/// path so far, one buffer for the whole walk (a path per node was a quarter of a plan's CPU).
+fn pod_specs(value: &Value, at: &mut String, found: &mut dyn FnMut(&str, &serde_json::Map<String, Value>)) {
+    let end = at.len();
     match value {
         Value::Object(map) => {
             if map.get("containers").is_some_and(Value::is_array) {
                 found(if at.is_empty() { "." } else { at }, map);
             }
-            for (key, inner) in map {
-                pod_specs(inner, &format!("{at}.{key}"), found);
+            for (key, inner) in map.iter().filter(|(_, inner)| has_children(inner)) {
+                at.push('.');
+                at.push_str(key);
+                pod_specs(inner, at, found);
+                at.truncate(end);
             }
         }
         Value::Array(items) => {
-            for (i, inner) in items.iter().enumerate() {
-                pod_specs(inner, &format!("{at}[{i}]"), found);
+            for (i, inner) in items.iter().enumerate().filter(|(_, inner)| has_children(inner)) {
+                write!(at, "[{i}]").expect("writing to a String cannot fail");
+                pod_specs(inner, at, found);
+                at.truncate(end);
             }
         }
         _ => {}
     }
+}
+
+fn has_children(value: &Value) -> bool {
+    value.is_object() || value.is_array()
 }
 
 fn check_pod_spec(at: &str, spec: &serde_json::Map<String, Value>, problems: &mut Vec<String>) {
@@ -193,7 +205,7 @@ fn check_pod_spec(at: &str, spec: &serde_json::Map<String, Value>, problems: &mu
             if security.get("allowPrivilegeEscalation") == Some(&Value::Bool(true)) {
                 problems.push(format!("{here}.allowPrivilegeEscalation is true; set it to false"));
             }
-            let added = security.pointer("/capabilities/add").and_then(Value::as_array);
+            let added = pointer::get(security, "/capabilities/add").and_then(Value::as_array);
             if added.is_some_and(|a| !a.is_empty()) {
                 problems
                     .push(format!("{here}.capabilities.add is not empty; drop capabilities, never add them"));

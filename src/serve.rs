@@ -132,7 +132,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         request_timeout: Duration::from_secs(args.request_timeout),
         spawn_timeout: Duration::from_secs(args.spawn_timeout),
     };
-    let app = builder.auth(auth).metrics(metrics.clone()).limits(limits).launcher(launcher).build();
+    let app = builder
+        .auth(auth)
+        .metrics(metrics.clone())
+        .limits(limits)
+        .launcher(launcher)
+        .render_cache_bytes(args.render_cache_bytes)
+        .build();
     let connections = ConnectionLimits {
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),

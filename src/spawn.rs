@@ -47,17 +47,25 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(plan: &Plan, objects: Vec<Value>, dry_run: bool) -> Self {
+    /// What `plan` gives with `objects` (as applied, or as rendered in a dry run).
+    fn new(plan: Plan, objects: Vec<Value>, dry_run: bool) -> Self {
+        let (environment, pod, owner) = (plan.environment(&objects), plan.pod(), plan.owner.configmap_name());
         Self {
             dry_run,
-            cluster: plan.cluster_name.clone(),
-            namespace: plan.owner.namespace.clone(),
-            owner: plan.owner.configmap_name(),
-            profile: plan.profile.clone(),
-            environment: plan.environment(&objects),
-            pod: plan.pod(),
+            cluster: plan.cluster_name,
+            namespace: plan.owner.namespace,
+            owner,
+            profile: plan.profile,
+            environment,
+            pod,
             objects,
         }
+    }
+
+    /// A dry run's answer: the objects as rendered.
+    fn rendered(mut plan: Plan) -> Self {
+        let objects = std::mem::take(&mut plan.objects);
+        Self::new(plan, objects, true)
     }
 }
 
@@ -116,13 +124,12 @@ impl Planner {
     /// [`render`] off the runtime's threads.
     pub async fn render(
         &self,
-        snapshot: &watch::Receiver<Snapshot>,
+        catalog: Arc<Catalog>,
+        users: Arc<UserIndex>,
         request: &SpawnRequest,
         namespace: &str,
     ) -> Result<Answer, SpawnError> {
-        let (catalog, users) = config(snapshot)?;
-        let plan = self.plan(catalog, users, request, namespace).await?;
-        Ok(Answer::new(&plan, plan.objects.clone(), true))
+        Ok(Answer::rendered(self.plan(catalog, users, request, namespace).await?))
     }
 }
 
@@ -133,8 +140,7 @@ pub fn render(
     request: &SpawnRequest,
     namespace: &str,
 ) -> Result<Answer, PlanError> {
-    let plan = plan::plan_with(catalog, settings, request, namespace)?;
-    Ok(Answer::new(&plan, plan.objects.clone(), true))
+    Ok(Answer::rendered(plan::plan_with(catalog, settings, request, namespace)?))
 }
 
 impl Backend {
@@ -148,7 +154,10 @@ impl Backend {
         namespace: &str,
     ) -> Result<Answer, SpawnError> {
         let ClusterBackend { clusters, owners, quota } = match self {
-            Backend::DryRun => return planner.render(snapshot, request, namespace).await,
+            Backend::DryRun => {
+                let (catalog, users) = config(snapshot)?;
+                return planner.render(catalog, users, request, namespace).await;
+            }
             Backend::Cluster(cluster) => cluster,
         };
         // Planning and writing take a slot; waiting for the Ray head does not.
@@ -165,7 +174,7 @@ impl Backend {
             let applied = clusters.apply(&mut plan).await?;
             drop(slot);
             let objects = clusters.await_ready(&plan, applied).await?;
-            Ok(Answer::new(&plan, objects, false))
+            Ok(Answer::new(plan, objects, false))
         })
         .await
     }

@@ -29,10 +29,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::caps::Caps;
-use crate::naming;
 use crate::policy::Policy;
 use crate::python;
 use crate::yaml::{self, Node, Style};
+use crate::{naming, pointer};
 
 /// Private-use characters around a placeholder's index while the template is parsed: valid in
 /// every YAML scalar style and inert there.
@@ -197,8 +197,8 @@ impl Template {
         }
         let what = format!(
             "{} {}",
-            object.pointer("/kind").and_then(Value::as_str).unwrap_or("object"),
-            object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+            pointer::str(object, "/kind").unwrap_or("object"),
+            pointer::str(object, "/metadata/name").unwrap_or_default()
         );
         let message = format!("the template policy refuses {}: {}", what.trim_end(), problems.join("; "));
         Err(self.error(ErrorKind::Policy, None, message))
@@ -285,9 +285,7 @@ impl Template {
         let missing: Vec<&str> =
             [("apiVersion", "/apiVersion"), ("kind", "/kind"), ("metadata.name", "/metadata/name")]
                 .into_iter()
-                .filter(|(_, pointer)| {
-                    object.pointer(pointer).and_then(Value::as_str).is_none_or(str::is_empty)
-                })
+                .filter(|(_, pointer)| pointer::str(&object, pointer).is_none_or(str::is_empty))
                 .map(|(field, _)| field)
                 .collect();
         let problem = match &object {
@@ -751,7 +749,7 @@ pub fn context(input: &ContextInput) -> Value {
 /// `ray-dashboard`, so users `a` and `b` would share that object), and JSP collapsed runs of `-`
 /// after appending, which merges distinct users (`x-` + `-45je` for `Eje`, `x-` + `45je`).
 pub fn apply_name_rule(object: &mut Value, escaped_user: &str, cluster_name: &str) {
-    let Some(name) = object.pointer_mut("/metadata/name") else {
+    let Some(name) = pointer::get_mut(object, "/metadata/name") else {
         return;
     };
     let Some(current) = name.as_str() else { return };

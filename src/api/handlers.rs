@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::{JsonObject, PathParams, ServerPath, UserPath};
+use super::renders::Generation;
 use super::{ApiError, AppState, Caller, OPENAPI_YAML};
 use crate::catalog::Catalog;
 use crate::metrics::OutcomeLabels;
@@ -25,13 +27,16 @@ impl AppState {
     }
 }
 
-/// JSON by default; YAML when the caller asks for it (handy for manifests with curl).
-fn respond<T: Serialize>(headers: &HeaderMap, status: StatusCode, body: &T) -> Response {
-    let wants_yaml = headers
+fn wants_yaml(headers: &HeaderMap) -> bool {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/yaml") || v.contains("text/yaml"));
-    if wants_yaml {
+        .is_some_and(|v| v.contains("application/yaml") || v.contains("text/yaml"))
+}
+
+/// JSON by default; YAML when the caller asks for it (handy for manifests with curl).
+fn respond<T: Serialize>(headers: &HeaderMap, status: StatusCode, body: &T) -> Response {
+    if wants_yaml(headers) {
         match crate::yaml::to_string(body) {
             Ok(text) => (status, [(header::CONTENT_TYPE, "application/yaml")], text).into_response(),
             Err(err) => ApiError::internal(&err).into_response(),
@@ -79,10 +84,37 @@ pub async fn render(
 ) -> Result<Response, ApiError> {
     caller.may_act_for(&request.user)?;
     let started = Instant::now();
-    let result =
-        state.planner.render(&state.snapshot, &request, &state.namespace).await.map_err(ApiError::from);
+    let result = render_answer(&state, &headers, &request).await;
     state.metrics.render_seconds.get_or_create(&outcome(&result)).observe(started.elapsed().as_secs_f64());
-    Ok(respond(&headers, StatusCode::OK, &result?))
+    result
+}
+
+/// A JSON answer comes from the cache of answers when this configuration gave it already.
+async fn render_answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &SpawnRequest,
+) -> Result<Response, ApiError> {
+    let (catalog, users) = spawn::config(&state.snapshot)?;
+    let render = |catalog, users| state.planner.render(catalog, users, request, &state.namespace);
+    if wants_yaml(headers) {
+        return Ok(respond(headers, StatusCode::OK, &render(catalog, users).await?));
+    }
+    let generation = Generation::new(&catalog, &users);
+    let key = serde_json::to_string(request).map_err(|e| ApiError::internal(&e))?;
+    let body = match state.renders.get(&generation, &key) {
+        Some(body) => {
+            state.metrics.render_cache_hits.inc();
+            body
+        }
+        None => {
+            let answer = render(catalog, users).await?;
+            let body = Bytes::from(serde_json::to_vec(&answer).map_err(|e| ApiError::internal(&e))?);
+            state.renders.put(&generation, key, body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Debug, Deserialize)]

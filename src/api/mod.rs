@@ -6,6 +6,7 @@ mod extract;
 mod handlers;
 pub mod jsp;
 pub mod listener;
+pub mod renders;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,7 @@ pub use jsp::{Launcher, OAuth};
 use crate::catalog::watch::Snapshot;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::spawn::{Backend, Planner};
+use renders::Renders;
 
 /// The service's OpenAPI document.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -41,6 +43,8 @@ pub struct AppState {
     pub backend: Backend,
     /// Where spawns and renders plan, off the runtime's threads.
     pub planner: Planner,
+    /// JSON render answers already given, for the same configuration.
+    pub renders: Renders,
     /// Where notebooks (and their clusters) live unless a request names another namespace.
     pub namespace: String,
     /// Who may call: the hub's token, user tokens, or nobody checked (open dry run).

@@ -594,3 +594,44 @@ async fn no_usable_profiles_is_not_ready_and_refuses_spawns_with_the_reason() {
         assert!(status["not_ready_reason"].as_str().unwrap().contains("no profile ConfigMap"), "{status}");
     }
 }
+
+/// A snapshot of one profile whose RayCluster template sets `rayVersion: <version>`.
+fn ray_version_snapshot(version: &str) -> crate::catalog::watch::Snapshot {
+    let yaml = format!(
+        "kind: ConfigMap\nmetadata: {{name: jupyter-singleuser-profiles}}\ndata:\n  {}: |\n    profiles:\n    - name: globals\n      services:\n        ray:\n          resources: [{{name: tpl, path: rc.yaml}}]\n---\nkind: ConfigMap\nmetadata: {{name: tpl}}\ndata:\n  rc.yaml: |\n    apiVersion: ray.io/v1\n    kind: RayCluster\n    metadata: {{name: '{{{{cluster_name}}}}'}}\n    spec: {{rayVersion: '{version}'}}\n",
+        crate::profile::PROFILES_KEY
+    );
+    let cms = catalog::parse_configmaps("cms.yaml", &yaml).unwrap();
+    crate::catalog::watch::Snapshot {
+        catalog: std::sync::Arc::new(Catalog::build(&ProfileSelector::default(), &cms, None)),
+        loaded: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_render_asked_again_is_answered_alike_until_the_configuration_changes() {
+    let (tx, snapshot) = tokio::sync::watch::channel(ray_version_snapshot("2.52.0"));
+    let metrics = Metrics::default();
+    let app = App::from_snapshot(snapshot, "notebooks").metrics(metrics.clone()).build().router.clone();
+    let render = |user: &str| {
+        let body = json!({"user": user}).to_string();
+        let request = Request::post("/api/v1/render").header("content-type", "application/json");
+        call(&app, request.body(Body::from(body)).unwrap())
+    };
+    let (status, first) = render("alice").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(metrics.render_cache_hits.get(), 0);
+    assert_eq!(render("alice").await, (StatusCode::OK, first.clone()));
+    assert_eq!(metrics.render_cache_hits.get(), 1);
+    let (_, other) = render("bob").await;
+    assert!(other.contains("ray-bob") && !other.contains("ray-alice"), "{other}");
+    assert_eq!(metrics.render_cache_hits.get(), 1, "another user is rendered, not looked up");
+
+    tx.send_replace(ray_version_snapshot("2.53.0"));
+    let (status, changed) = render("alice").await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let answer: Value = serde_json::from_str(&changed).unwrap();
+    assert_eq!(answer["objects"][0]["spec"]["rayVersion"], json!("2.53.0"), "the edited template");
+    assert_eq!(metrics.render_cache_hits.get(), 1);
+}

@@ -1,9 +1,9 @@
 //! Dry-run render answers already given, kept for the configuration they were rendered from.
 //!
 //! A render is a pure function of the catalog, the users' saved settings and the request, so the
-//! same request against the same snapshot gets the same bytes. The launcher and curl ask again
-//! and again for the same few users' previews; answering those from here costs a lookup instead
-//! of a plan (~130 µs, BENCHMARKS.md round 6). Any ConfigMap change gives a new snapshot, and
+//! same request against the same snapshot gets the same bytes. A caller asking again for the
+//! same preview (a page refreshing a user's choices, a script in a loop) then costs a lookup
+//! instead of a plan (~60 µs of CPU and ~6 KB of JSON, BENCHMARKS.md round 6). Any ConfigMap change gives a new snapshot, and
 //! the first request against it empties the cache. Bounded in bytes, so no caller can grow it.
 
 use std::sync::{Arc, Mutex};
@@ -46,11 +46,11 @@ impl Weighter<String, Bytes> for ByLength {
     }
 }
 
-/// 8 MiB: ~1,900 answers of the repo's default profile.
+/// 8 MiB: ~1,400 answers of the repo's default profile.
 pub const DEFAULT_RENDER_CACHE_BYTES: u64 = 8 << 20;
 
-/// A default render answer is ~4.3 KB: for sizing the cache's table, not a bound.
-const TYPICAL_ENTRY_BYTES: u64 = 4096;
+/// A default render answer is ~6 KB: for sizing the cache's table, not a bound.
+const TYPICAL_ENTRY_BYTES: u64 = 6 * 1024;
 
 impl Renders {
     /// Keeps at most `max_bytes` of requests and answers; 0 keeps none.

@@ -16,7 +16,7 @@ use tokio::sync::RwLock;
 
 use crate::plan::{self, Owner, Plan};
 use crate::ray::RayCluster;
-use crate::{labels, naming};
+use crate::{labels, naming, pointer};
 
 /// The one field manager every write uses, so re-applying is a no-op and ownership is clear.
 pub const FIELD_MANAGER: &str = "singleuser-profiles";
@@ -118,7 +118,7 @@ impl Clusters {
         let profile = plan.profile.slug.clone().unwrap_or_default();
         let owner_cm = owner.configmap(&plan.cluster_name, &profile, &plan.objects);
         let (owner_obj, owner_created) = self.apply_object(&owner_cm).await?;
-        let uid = owner_obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let uid = pointer::str(&owner_obj, "/metadata/uid").unwrap_or_default().to_owned();
         let owner_ref = json!([{
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -240,8 +240,8 @@ impl Clusters {
             }
             other => other,
         })?;
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+        let name = pointer::str(object, "/metadata/name").unwrap_or_default();
+        let namespace = pointer::str(object, "/metadata/namespace");
         let url = match caps.scope {
             Scope::Namespaced => DynamicObject::url_path(&ar, namespace),
             Scope::Cluster => DynamicObject::url_path(&ar, None),
@@ -289,8 +289,8 @@ impl Clusters {
 
     /// Waits for KubeRay to report the head pod ready; `None` on timeout.
     async fn wait_ready(&self, rc: &Value, timeout: Duration) -> Result<Option<Value>, ClusterError> {
-        let namespace = rc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-        let name = rc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let namespace = pointer::str(rc, "/metadata/namespace").unwrap_or_default();
+        let name = pointer::str(rc, "/metadata/name").unwrap_or_default();
         let api = Api::<RayCluster>::namespaced(self.client.clone(), namespace);
         let ready = |rc: Option<&RayCluster>| rc.is_some_and(RayCluster::head_ready);
         match tokio::time::timeout(timeout, kube::runtime::wait::await_condition(api, name, ready)).await {
@@ -320,8 +320,8 @@ impl Clusters {
 
     async fn delete_object(&self, object: &Value) -> Result<(), ClusterError> {
         let (ar, caps) = self.resource(&gvk_of(object)).await?;
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let api = match (caps.scope, object.pointer("/metadata/namespace").and_then(Value::as_str)) {
+        let name = pointer::str(object, "/metadata/name").unwrap_or_default();
+        let api = match (caps.scope, pointer::str(object, "/metadata/namespace")) {
             (Scope::Namespaced, Some(ns)) => {
                 Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &ar)
             }
@@ -338,8 +338,8 @@ impl Clusters {
 }
 
 fn describe(object: &Value) -> String {
-    let kind = object.pointer("/kind").and_then(Value::as_str).unwrap_or("object");
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>");
+    let kind = pointer::str(object, "/kind").unwrap_or("object");
+    let name = pointer::str(object, "/metadata/name").unwrap_or("<unnamed>");
     format!("{kind} {name}")
 }
 
@@ -354,8 +354,8 @@ fn without_managed_fields(mut object: Value) -> Value {
 }
 
 fn gvk_of(object: &Value) -> GroupVersionKind {
-    let api_version = object.pointer("/apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = object.pointer("/kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = pointer::str(object, "/apiVersion").unwrap_or_default();
+    let kind = pointer::str(object, "/kind").unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     GroupVersionKind::gvk(group, version, kind)
 }

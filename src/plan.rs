@@ -575,7 +575,8 @@ impl Plan {
                     "service `{name}`: the RayCluster of template ConfigMap {} key `{}`",
                     reference.name, reference.path
                 );
-                let k8s_auth = object.pointer("/spec/authOptions/enableK8sTokenAuth") == Some(&json!(true));
+                let k8s_auth =
+                    pointer::get(object, "/spec/authOptions/enableK8sTokenAuth") == Some(&json!(true));
                 if ray_token_secret(object).is_none() && !k8s_auth {
                     warnings.push(format!(
                         "{what} has no token authentication: any pod that reaches it can run code in it; add `spec.authOptions: {{mode: token}}` (README: Security)"
@@ -600,15 +601,14 @@ fn selects_ray_pods(object: &Value, cluster: &str) -> bool {
     {
         return false;
     }
-    let selector = object.pointer("/spec/podSelector").cloned().unwrap_or(json!({}));
+    let selector = pointer::get(object, "/spec/podSelector").cloned().unwrap_or(json!({}));
     let expressions =
         selector.get("matchExpressions").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
     let labels_match = selector.get("matchLabels").and_then(Value::as_object).is_none_or(|labels| {
         labels.iter().all(|(key, value)| key == crate::labels::RAY_CLUSTER_LABEL && value == cluster)
     });
     // A policy restricts ingress unless policyTypes leaves Ingress out.
-    let ingress = object
-        .pointer("/spec/policyTypes")
+    let ingress = pointer::get(object, "/spec/policyTypes")
         .and_then(Value::as_array)
         .is_none_or(|types| types.iter().any(|t| t == "Ingress"));
     !expressions && labels_match && ingress

@@ -2,6 +2,8 @@
 //! the answer the notebook's spawner gets. The HTTP edge and the CLI only parse and print.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -85,13 +87,21 @@ pub enum SpawnError {
     Cluster(#[from] ClusterError),
 }
 
-/// Plans (resolves and renders) off the async runtime's threads, a few at a time: a large
-/// template or configuration costs CPU that would otherwise stall every request sharing the
-/// thread, `/healthz` included. Waiting for a slot costs no thread.
+/// Plans (resolves and renders) a few at a time, on the request's own thread while plans are
+/// cheap, and off the async runtime's threads once one was not: a plan of the repo's profiles
+/// takes ~30 µs, less than handing it to another thread costs (BENCHMARKS.md round 7), while a
+/// large template or configuration can take milliseconds that would stall every request
+/// sharing the thread, `/healthz` included. Waiting for a slot costs no thread.
 #[derive(Debug)]
 pub struct Planner {
     slots: tokio::sync::Semaphore,
+    /// How long the last plan took (µs), whichever thread it ran on.
+    last_micros: Arc<AtomicU64>,
 }
+
+/// A plan that took longer sends the next one off the runtime's threads. Tokio's guidance is
+/// 10–100 µs between two `.await`s; this leaves room for a loaded machine.
+const INLINE_PLAN_MICROS: u64 = 500;
 
 impl Default for Planner {
     /// One slot per CPU: planning is CPU-bound.
@@ -102,7 +112,7 @@ impl Default for Planner {
 
 impl Planner {
     pub fn new(slots: usize) -> Self {
-        Self { slots: tokio::sync::Semaphore::new(slots.max(1)) }
+        Self { slots: tokio::sync::Semaphore::new(slots.max(1)), last_micros: Arc::default() }
     }
 
     pub async fn plan(
@@ -112,12 +122,25 @@ impl Planner {
         request: &SpawnRequest,
         namespace: &str,
     ) -> Result<Plan, PlanError> {
-        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
         let (request, namespace) = (request.clone(), namespace.to_owned());
-        let planned = tokio::task::spawn_blocking(move || {
-            plan::plan_with(&catalog, users.get(&request.user), &request, &namespace)
-        })
-        .await;
+        self.run(move || plan::plan_with(&catalog, users.get(&request.user), &request, &namespace)).await
+    }
+
+    /// Runs `work` in a slot, inline or off the runtime's threads as the last plan's time says.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let last = self.last_micros.clone();
+        // Timed inside, so waiting for a blocking thread on a busy machine does not count.
+        let timed = move || {
+            let started = Instant::now();
+            let out = work();
+            last.store(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            out
+        };
+        if self.last_micros.load(Ordering::Relaxed) < INLINE_PLAN_MICROS {
+            return timed();
+        }
+        let planned = tokio::task::spawn_blocking(timed).await;
         planned.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 
@@ -191,4 +214,27 @@ pub fn config(snapshot: &watch::Receiver<Snapshot>) -> Result<(Arc<Catalog>, Arc
         return Err(SpawnError::NoProfiles(reason.to_owned()));
     }
     Ok((snapshot.catalog.clone(), snapshot.users.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which thread ran the work, after it took `micros`.
+    fn work(micros: u64) -> impl FnOnce() -> std::thread::ThreadId + Send + 'static {
+        move || {
+            std::thread::sleep(std::time::Duration::from_micros(micros));
+            std::thread::current().id()
+        }
+    }
+
+    #[tokio::test]
+    async fn cheap_plans_run_inline_and_one_that_took_long_sends_the_next_off_the_runtime() {
+        let planner = Planner::new(1);
+        let here = std::thread::current().id();
+        assert_eq!(planner.run(work(0)).await, here, "a first plan runs inline");
+        assert_eq!(planner.run(work(5 * INLINE_PLAN_MICROS)).await, here, "a slow plan is only known after");
+        assert_ne!(planner.run(work(0)).await, here, "the plan after a slow one runs off the runtime");
+        assert_eq!(planner.run(work(0)).await, here, "and once one is cheap again, the next is inline");
+    }
 }

@@ -144,7 +144,7 @@ impl Planner {
         planned.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 
-    /// [`render`] off the runtime's threads.
+    /// [`render`] through the planner (see [`Planner`]).
     pub async fn render(
         &self,
         catalog: Arc<Catalog>,

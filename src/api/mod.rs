@@ -41,7 +41,7 @@ pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
 pub struct AppState {
     pub snapshot: watch::Receiver<Snapshot>,
     pub backend: Backend,
-    /// Where spawns and renders plan, off the runtime's threads.
+    /// Where spawns and renders plan, a few at a time (see [`Planner`]).
     pub planner: Planner,
     /// JSON render answers already given, for the same configuration.
     pub renders: Renders,

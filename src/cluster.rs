@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind, Status};
@@ -25,15 +27,63 @@ pub const FIELD_MANAGER: &str = "singleuser-profiles";
 /// server is gone) and in concurrency (a spawn storm queues here instead of overloading the
 /// API server, which would answer 429). Both bound only the wait for response headers, so
 /// watches are unaffected.
+///
+/// Unlike kube's own stack, it offers HTTP/2 by ALPN (falling back to HTTP/1.1), so the calls in
+/// flight and the watches share one connection instead of holding one TLS connection each: the
+/// connections were most of the memory a storm's calls in flight cost (BENCHMARKS.md round 8).
+/// Keep-alive pings find a connection that died silently, which would otherwise hang every
+/// watch on it. The config's read and write timeouts are not applied: kubeconfigs cannot set
+/// them and `serve` leaves them unset, as kube does by default.
 pub fn bounded_client(
     config: kube::Config,
     call_timeout: Duration,
     concurrency: usize,
 ) -> Result<Client, kube::Error> {
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&tower::timeout::TimeoutLayer::new(call_timeout))
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(concurrency))
-        .build())
+    use kube::client::ConfigExt as _;
+    use tower::ServiceBuilder;
+
+    let limits = ServiceBuilder::new()
+        .concurrency_limit(concurrency)
+        .layer(tower::timeout::TimeoutLayer::new(call_timeout));
+    if config.proxy_url.is_some() {
+        // Proxies are kube's business (its features decide which it speaks).
+        return Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&limits).build());
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_or_http();
+    let tls = match &config.tls_server_name {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                kube::Error::Service(format!("the kubeconfig's tls-server-name {name:?}: {e}").into())
+            })?;
+            tls.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => tls,
+    };
+    let connector = tls.enable_all_versions().wrap_connector(http);
+    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_while_idle(true)
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(limits)
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 /// Why the cluster did not do what a spawn, stop or status asked.

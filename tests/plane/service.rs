@@ -1036,6 +1036,8 @@ async fn an_edit_is_served(client: &Client, ns: &str, service: &Service, env_nam
 /// open one closed, new ones refused) and restored, as a network partition would.
 struct CuttableProxy {
     addr: std::net::SocketAddr,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     cut: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -1051,9 +1053,12 @@ impl CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if *cut_rx.borrow() {
                     continue; // dropped: the connection is closed at once
                 }
@@ -1068,7 +1073,7 @@ impl CuttableProxy {
                 });
             }
         });
-        CuttableProxy { addr, cut, task }
+        CuttableProxy { addr, accepted, cut, task }
     }
 
     fn set_cut(&self, cut: bool) {
@@ -1076,16 +1081,44 @@ impl CuttableProxy {
     }
 }
 
+/// A client as `serve` builds it, reaching the plane's API server through `proxy`.
+async fn proxied_client(proxy: &CuttableProxy, call_timeout: Duration, concurrency: usize) -> Client {
+    let mut config = kube::Config::from_kubeconfig(&Default::default()).await.expect("KUBECONFIG");
+    config.cluster_url = format!("https://{}", proxy.addr).parse().unwrap();
+    cluster::bounded_client(config, call_timeout, concurrency).unwrap()
+}
+
+fn apiserver_proxy_upstream() -> String {
+    let apiserver = crate::support::cluster_env("SUP_TEST_APISERVER");
+    apiserver.trim_start_matches("https://").trim_end_matches('/').to_owned()
+}
+
+#[tokio::test]
+async fn the_api_client_runs_its_calls_in_flight_on_one_connection() {
+    with_temp_ns(|_client, ns| async move {
+        let proxy = CuttableProxy::to(apiserver_proxy_upstream()).await;
+        let client = proxied_client(&proxy, Duration::from_secs(30), 64).await;
+        // As `serve` does before it serves.
+        client.apiserver_version().await.expect("the API server's version");
+        let config_maps: Api<ConfigMap> = Api::namespaced(client, &ns);
+        let params = ListParams::default();
+        let lists = (0..64).map(|_| config_maps.list(&params));
+        for list in futures::future::join_all(lists).await {
+            list.expect("a list through the proxy");
+        }
+        // HTTP/1.1 would hold a connection per call in flight, each with its TLS state.
+        let accepted = proxy.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(accepted, 1, "64 calls at once took {accepted} connections to the API server");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn readiness_survives_cut_api_server_connections_and_status_shows_the_trouble() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
-        let apiserver = crate::support::cluster_env("SUP_TEST_APISERVER");
-        let upstream = apiserver.trim_start_matches("https://").trim_end_matches('/').to_owned();
-        let proxy = CuttableProxy::to(upstream).await;
-        let mut config = kube::Config::from_kubeconfig(&Default::default()).await.expect("KUBECONFIG");
-        config.cluster_url = format!("https://{}", proxy.addr).parse().unwrap();
-        let proxied = cluster::bounded_client(config, Duration::from_secs(3), 32).unwrap();
+        let proxy = CuttableProxy::to(apiserver_proxy_upstream()).await;
+        let proxied = proxied_client(&proxy, Duration::from_secs(3), 32).await;
         let service = Service::start(&proxied, &ns).await;
         let ready = || async { service.call_raw("GET", "/readyz", None, false).await };
         assert_eq!(ready().await.0, StatusCode::OK);

@@ -29,8 +29,8 @@ pub const FIELD_MANAGER: &str = "singleuser-profiles";
 /// watches are unaffected.
 ///
 /// Unlike kube's own stack, it offers HTTP/2 by ALPN (falling back to HTTP/1.1), so the calls in
-/// flight and the watches share one connection instead of holding one TLS connection each: the
-/// connections were most of the memory a storm's calls in flight cost (BENCHMARKS.md round 8).
+/// flight and the watches share one connection instead of holding one TLS connection each
+/// (BENCHMARKS.md round 8: ~2 MiB less at a storm's peak; the calls' own buffers are the rest).
 /// Keep-alive pings find a connection that died silently, which would otherwise hang every
 /// watch on it. The config's read and write timeouts are not applied: kubeconfigs cannot set
 /// them and `serve` leaves them unset, as kube does by default.

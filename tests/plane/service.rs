@@ -1049,7 +1049,10 @@ impl Drop for CuttableProxy {
 }
 
 impl CuttableProxy {
-    async fn to(upstream: String) -> CuttableProxy {
+    /// A proxy in front of the plane's API server.
+    async fn to_apiserver() -> CuttableProxy {
+        let apiserver = crate::support::cluster_env("SUP_TEST_APISERVER");
+        let upstream = apiserver.trim_start_matches("https://").trim_end_matches('/').to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
@@ -1088,15 +1091,10 @@ async fn proxied_client(proxy: &CuttableProxy, call_timeout: Duration, concurren
     cluster::bounded_client(config, call_timeout, concurrency).unwrap()
 }
 
-fn apiserver_proxy_upstream() -> String {
-    let apiserver = crate::support::cluster_env("SUP_TEST_APISERVER");
-    apiserver.trim_start_matches("https://").trim_end_matches('/').to_owned()
-}
-
 #[tokio::test]
 async fn the_api_client_runs_its_calls_in_flight_on_one_connection() {
     with_temp_ns(|_client, ns| async move {
-        let proxy = CuttableProxy::to(apiserver_proxy_upstream()).await;
+        let proxy = CuttableProxy::to_apiserver().await;
         let client = proxied_client(&proxy, Duration::from_secs(30), 64).await;
         // As `serve` does before it serves.
         client.apiserver_version().await.expect("the API server's version");
@@ -1117,7 +1115,7 @@ async fn the_api_client_runs_its_calls_in_flight_on_one_connection() {
 async fn readiness_survives_cut_api_server_connections_and_status_shows_the_trouble() {
     with_temp_ns(|client, ns| async move {
         apply_repo_content(&ns);
-        let proxy = CuttableProxy::to(apiserver_proxy_upstream()).await;
+        let proxy = CuttableProxy::to_apiserver().await;
         let proxied = proxied_client(&proxy, Duration::from_secs(3), 32).await;
         let service = Service::start(&proxied, &ns).await;
         let ready = || async { service.call_raw("GET", "/readyz", None, false).await };

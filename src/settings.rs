@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -63,16 +63,11 @@ impl SettingsStore {
             SettingsStore::ReadOnly => return Err(SaveError::ReadOnly),
             SettingsStore::Cluster(api) => {
                 if !change.presets.is_empty() {
-                    // Read fresh, not from the watch: the page saves one field per call, in
-                    // quick succession, and each must merge over the one before.
-                    let current = api.get_opt(&presets_name).await?;
-                    let text = current.as_ref().and_then(|cm| cm.data.as_ref()?.get(SETTINGS_KEY));
-                    let data = presets_data(text.map(String::as_str), change);
-                    apply(api, &presets_name, &data).await?;
+                    let data = merge_presets(api, &presets_name, change).await?;
                     after.presets = Some(parse_presets(&data[SETTINGS_KEY]));
                 }
                 if let Some(env) = &change.env {
-                    apply(api, &envs_name, env).await?;
+                    apply(api, &envs_name, env, None).await?;
                     after.envs = Some(env.clone());
                 }
             }
@@ -109,14 +104,58 @@ impl SettingsStore {
     }
 }
 
-async fn apply(api: &Api<ConfigMap>, name: &str, data: &BTreeMap<String, String>) -> Result<(), kube::Error> {
+/// How often a presets merge is redone after another save landed between its read and its write.
+const MERGE_ATTEMPTS: usize = 10;
+
+/// Merges `change` over the presets saved in `name` and writes them, answering what was written.
+/// Read fresh, not from the watch, and written only over the version read: the page saves one
+/// field per call without waiting for the one before, and each must merge over the others.
+async fn merge_presets(
+    api: &Api<ConfigMap>,
+    name: &str,
+    change: &SettingsChange,
+) -> Result<BTreeMap<String, String>, kube::Error> {
+    let mut attempt = 1;
+    loop {
+        let current = api.get_opt(name).await?;
+        let text = current.as_ref().and_then(|cm| cm.data.as_ref()?.get(SETTINGS_KEY));
+        let data = presets_data(text.map(String::as_str), change);
+        let written = match current.as_ref() {
+            // Created, not applied: two first saves must not both succeed over each other.
+            None => {
+                let params =
+                    PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+                let object = serde_json::from_value(configmap(name, &data, None)).expect("a ConfigMap");
+                api.create(&params, &object).await.map(drop)
+            }
+            Some(cm) => apply(api, name, &data, cm.metadata.resource_version.as_deref()).await,
+        };
+        match written {
+            // 409: created meanwhile, or changed since the read (the resourceVersion precondition).
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < MERGE_ATTEMPTS => attempt += 1,
+            written => return written.map(|()| data),
+        }
+    }
+}
+
+/// A ConfigMap with JSP's labels; with `version`, the write fails unless it is still the stored one.
+fn configmap(name: &str, data: &BTreeMap<String, String>, version: Option<&str>) -> serde_json::Value {
     let labels: BTreeMap<&str, &str> = JSP_LABELS.into_iter().collect();
-    let object = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": { "name": name, "labels": labels },
-        "data": data,
-    });
+    let mut metadata = json!({ "name": name, "labels": labels });
+    if let Some(version) = version {
+        metadata["resourceVersion"] = json!(version);
+    }
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data })
+}
+
+/// Writes `data` into `name` by server-side apply; with `version`, only over that version.
+async fn apply(
+    api: &Api<ConfigMap>,
+    name: &str,
+    data: &BTreeMap<String, String>,
+    version: Option<&str>,
+) -> Result<(), kube::Error> {
+    let object = configmap(name, data, version);
     // Forced: a ConfigMap JSP itself wrote (with update, another field manager) is taken over.
     api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object)).await?;
     Ok(())

@@ -1299,3 +1299,38 @@ async fn launcher_settings_are_jsp_configmaps_that_jsp_reads_and_the_spawn_takes
     })
     .await;
 }
+
+/// JSP's page saves one field per call without waiting for the call before: saves that overlap
+/// each merge over the other, none is lost.
+#[tokio::test]
+async fn launcher_settings_saved_at_once_keep_every_field() {
+    with_temp_ns(|client, ns| async move {
+        apply_repo_content(&ns);
+        let service = Service::start(&client, &ns).await;
+        let alice = User::Alice.token();
+        let path = "/services/jsp-api/api/user/configmap";
+        let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+        for round in 0..20 {
+            let (image, size) = (format!("image-{round}"), ["Small", "Medium"][round % 2]);
+            let save = |change: Value| {
+                let alice = &alice;
+                let service = &service;
+                async move { service.call_as(Some(alice), "POST", path, Some(change.to_string())).await }
+            };
+            let (by_image, by_size) = tokio::join!(
+                save(json!({"last_selected_image": image})),
+                save(json!({"last_selected_size": size}))
+            );
+            for (status, answer) in [by_image, by_size] {
+                assert_eq!(status, StatusCode::OK, "{answer:#}");
+            }
+            let presets = api.get("jupyterhub-singleuser-profile-alice").await.unwrap();
+            let text = &presets.data.unwrap()["profile"];
+            assert!(
+                text.contains(&image) && text.contains(&format!("last_selected_size: {size}")),
+                "round {round}: the ConfigMap lost a save: {text}"
+            );
+        }
+    })
+    .await;
+}

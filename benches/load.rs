@@ -793,8 +793,9 @@ fn storm_request(prefix: &str, i: usize, ns: &str) -> SpawnRequest {
     }
 }
 
-/// The physical floor: the same server-side applies the service makes (owner ConfigMap, then
-/// each rendered object with its ownerReference), straight from kube-rs, rendered beforehand.
+/// The physical floor: the same server-side applies the service makes in the same order (owner
+/// ConfigMap, then the rendered objects at once, with their ownerReference), straight from
+/// kube-rs, rendered beforehand.
 async fn baseline(client: &Client, plans: Vec<Plan>, kinds: &BTreeMap<String, ApiResource>) -> StormResult {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -809,7 +810,7 @@ async fn baseline(client: &Client, plans: Vec<Plan>, kinds: &BTreeMap<String, Ap
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &kinds["v1/ConfigMap"]);
             let stored = api.patch(&plan.owner.configmap_name(), &pp, &Patch::Apply(&owner_cm)).await?;
             let uid = stored.metadata.uid.unwrap_or_default();
-            for object in &plan.objects {
+            let children = plan.objects.iter().map(|object| {
                 let mut object = object.clone();
                 object["metadata"]["ownerReferences"] = json!([{
                     "apiVersion": "v1", "kind": "ConfigMap", "name": plan.owner.configmap_name(),
@@ -821,9 +822,13 @@ async fn baseline(client: &Client, plans: Vec<Plan>, kinds: &BTreeMap<String, Ap
                     object["kind"].as_str().unwrap()
                 );
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &kinds[&key]);
-                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-                api.patch(&name, &pp, &Patch::Apply(&object)).await?;
-            }
+                let pp = &pp;
+                async move {
+                    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+                    api.patch(&name, pp, &Patch::Apply(&object)).await
+                }
+            });
+            futures::future::try_join_all(children).await?;
             Ok::<_, kube::Error>(t.elapsed())
         }));
     }

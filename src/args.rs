@@ -158,9 +158,9 @@ pub struct ServeArgs {
     /// Seconds one Kubernetes API call may take before the caller gets a 503.
     #[arg(long, env = "SUP_API_TIMEOUT", default_value_t = 10)]
     pub api_timeout: u64,
-    /// Kubernetes API calls in flight at once; more wait their turn. A spawn makes its calls
-    /// one after another, so this matches the spawn slots: fewer made a 1,000-user storm
-    /// 1.3x slower than the same applies made directly (BENCHMARKS.md).
+    /// Kubernetes API calls in flight at once; more wait their turn. Fewer than the spawn
+    /// slots made a 1,000-user storm 1.3x slower than the same applies made directly; twice
+    /// as many (a spawn sends its objects at once) measured within the noise (BENCHMARKS.md).
     #[arg(long, env = "SUP_API_CONCURRENCY", default_value_t = crate::cluster::DEFAULT_SPAWN_CONCURRENCY)]
     pub api_concurrency: usize,
     /// Spawns planned and written at once; more queue (waiting for a Ray head does not count).

@@ -158,8 +158,10 @@ impl Clusters {
         self.spawn_slots.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
-    /// Applies the owner ConfigMap, then every rendered object owned by it. On any failure,
-    /// what this spawn created is removed before the error is returned.
+    /// Applies the owner ConfigMap, then every rendered object owned by it, those at once: they
+    /// need the owner's uid, not each other, so a spawn takes two round trips instead of one
+    /// per object. On any failure, what this spawn created is removed before the error is
+    /// returned; every apply has ended by then, so none lands after the roll-back.
     ///
     /// The plan's rendered objects are moved out as they are sent (the stored ones replace
     /// them), so a spawn never holds both copies at once.
@@ -177,11 +179,17 @@ impl Clusters {
             "blockOwnerDeletion": true,
         }]);
 
+        let outcomes =
+            futures::future::join_all(std::mem::take(&mut plan.objects).into_iter().map(|mut object| {
+                object["metadata"]["ownerReferences"] = owner_ref.clone();
+                async move { self.apply_object(&object).await }
+            }))
+            .await;
         let mut created = Vec::new();
-        let mut applied = Vec::with_capacity(plan.objects.len());
-        for mut object in std::mem::take(&mut plan.objects) {
-            object["metadata"]["ownerReferences"] = owner_ref.clone();
-            match self.apply_object(&object).await {
+        let mut applied = Vec::with_capacity(outcomes.len());
+        let mut failure = None;
+        for outcome in outcomes {
+            match outcome {
                 Ok((stored, was_created)) => {
                     if was_created {
                         created.push(applied.len());
@@ -189,12 +197,18 @@ impl Clusters {
                     applied.push(stored);
                 }
                 Err(err) => {
-                    self.roll_back(owner, owner_created, created.iter().map(|&i| &applied[i])).await;
-                    return Err(err);
+                    if let Some(first) = &failure {
+                        tracing::debug!(error = %err, first = %first, "another object of the failed spawn failed too");
+                    } else {
+                        failure = Some(err);
+                    }
                 }
             }
         }
-
+        if let Some(err) = failure {
+            self.roll_back(owner, owner_created, created.iter().map(|&i| &applied[i])).await;
+            return Err(err);
+        }
         Ok(Applied { objects: applied, owner_created, created })
     }
 

@@ -32,7 +32,7 @@ const HASH_HEX_LEN: usize = 16;
 /// `eje@redhat.com` -> `eje-40redhat-2ecom`, `ø` -> `-c3-b8`. Kept byte for byte because JSP
 /// deployments have objects and labels named this way. (The missing padding makes it ambiguous for
 /// control characters below 0x10: `"\u{1}a"` and `"\u{1a}"` both give `-1a`; derived names that
-/// must be unique are shortened with a hash for such names, see [`escapes_uniquely`].)
+/// must be unique are shortened with a hash for such names.)
 pub fn escape_user(raw: &str) -> String {
     let mut escaped = String::with_capacity(raw.len());
     for c in raw.chars() {

@@ -448,7 +448,7 @@ fn render_throughput(server: &Server, o: &Opts) {
     );
     let before = server.memory();
     let rt = client_runtime(o);
-    let t = throughput(&rt, server.addr, o.concurrency, o.duration as f64);
+    let t = throughput(&rt, server, o.concurrency, o.duration as f64);
     println!("{}", t.line());
     println!("server memory before: {before}; after: {}", server.memory());
     println!("machine after: {}", machine());
@@ -465,6 +465,8 @@ struct Throughput {
     lat: Vec<Duration>,
     wall: Duration,
     errors: usize,
+    /// CPU seconds the server process used while measured (warm-up excluded).
+    server_cpu: f64,
 }
 
 impl Throughput {
@@ -476,13 +478,20 @@ impl Throughput {
         percentile(&self.lat, 99.0)
     }
 
+    /// The server's CPU per answered request: steadier than req/s on a shared machine, and
+    /// free of the client's share of the CPUs.
+    fn server_micros(&self) -> f64 {
+        self.server_cpu * 1e6 / self.lat.len().max(1) as f64
+    }
+
     fn line(&self) -> String {
         format!(
-            "requests {} in {:.2} s = {:.0} req/s; errors {}; p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "requests {} in {:.2} s = {:.0} req/s; errors {}; server CPU {:.1} µs/request; p50 {} p90 {} p99 {} p99.9 {} max {}",
             self.lat.len(),
             self.wall.as_secs_f64(),
             self.rate(),
             self.errors,
+            self.server_micros(),
             ms(percentile(&self.lat, 50.0)),
             ms(percentile(&self.lat, 90.0)),
             ms(self.p99()),
@@ -494,7 +503,8 @@ impl Throughput {
 
 /// `concurrency` keep-alive connections posting render requests (1,000 different users) to
 /// `addr` back to back: 2 s of warm-up, then `secs` measured.
-fn throughput(rt: &tokio::runtime::Runtime, addr: SocketAddr, concurrency: usize, secs: f64) -> Throughput {
+fn throughput(rt: &tokio::runtime::Runtime, server: &Server, concurrency: usize, secs: f64) -> Throughput {
+    let addr = server.addr;
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..1000).map(render_body).collect());
     let run = |secs: f64, record: bool| {
         let bodies = bodies.clone();
@@ -535,11 +545,11 @@ fn throughput(rt: &tokio::runtime::Runtime, addr: SocketAddr, concurrency: usize
         })
     };
     run(2.0, false); // warm-up
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_seconds(server.service.pid()));
     let (mut lat, errors) = run(secs, true);
-    let wall = started.elapsed();
+    let (wall, server_cpu) = (started.elapsed(), cpu_seconds(server.service.pid()) - cpu);
     lat.sort_unstable();
-    Throughput { lat, wall, errors }
+    Throughput { lat, wall, errors, server_cpu }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,18 +622,18 @@ fn ratio(o: &Opts) {
         o.client_threads,
         answer.len()
     );
-    // (connections, floor req/s, floor p99, service req/s, service p99)
+    // (connections, floor req/s, p99 and CPU µs/request, then the service's)
     let mut rows = Vec::new();
     for repeat in 0..o.repeats {
         for &c in &o.connections {
-            let mut order = [("floor", floor.addr), ("service", service.addr)];
+            let mut order = [("floor", &floor), ("service", &service)];
             if repeat % 2 == 1 {
                 order.reverse();
             }
             let mut got = BTreeMap::new();
-            for (label, addr) in order {
+            for (label, server) in order {
                 let load = machine();
-                let t = throughput(&rt, addr, c, o.duration as f64);
+                let t = throughput(&rt, server, c, o.duration as f64);
                 println!("repeat {} {c} conn {label:7}: {} ({load})", repeat + 1, t.line());
                 got.insert(label, t);
             }
@@ -634,17 +644,17 @@ fn ratio(o: &Opts) {
                 s.rate() / f.rate(),
                 s.p99().as_secs_f64() / f.p99().as_secs_f64()
             );
-            rows.push((c, f.rate(), f.p99(), s.rate(), s.p99()));
+            rows.push((c, f.rate(), f.p99(), f.server_micros(), s.rate(), s.p99(), s.server_micros()));
         }
     }
     println!(
-        "\n| connections | repeat | floor req/s | floor p99 | service req/s | service p99 | throughput ratio | p99 ratio |"
+        "\n| connections | repeat | floor req/s | floor p99 | floor CPU µs/req | service req/s | service p99 | service CPU µs/req | throughput ratio | p99 ratio |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &c in &o.connections {
-        for (i, (_, fr, fp, sr, sp)) in rows.iter().filter(|r| r.0 == c).enumerate() {
+        for (i, (_, fr, fp, fc, sr, sp, sc)) in rows.iter().filter(|r| r.0 == c).enumerate() {
             println!(
-                "| {c} | {} | {fr:.0} | {} | {sr:.0} | {} | {:.2} | {:.2}x |",
+                "| {c} | {} | {fr:.0} | {} | {fc:.1} | {sr:.0} | {} | {sc:.1} | {:.2} | {:.2}x |",
                 i + 1,
                 ms(*fp),
                 ms(*sp),

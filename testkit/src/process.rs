@@ -64,14 +64,19 @@ impl Service {
         let (listen_tx, listen_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = log.clone();
-        // Reads the whole log, so the service never blocks on a full pipe.
+        // Reads the whole log, so the service never blocks on a full pipe. Only lines before
+        // the address are parsed: under load the reader shares the CPUs with the service.
         std::thread::spawn(move || {
+            let mut listening = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|event| event["listen"].as_str().and_then(|a| a.parse().ok()))
-                {
-                    let _ = listen_tx.send(addr);
+                if !listening {
+                    if let Some(addr) = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|event| event["listen"].as_str().and_then(|a| a.parse().ok()))
+                    {
+                        listening = true;
+                        let _ = listen_tx.send(addr);
+                    }
                 }
                 lines.lock().unwrap().push(line);
             }

@@ -11,30 +11,27 @@ use std::borrow::Cow;
 use std::fmt;
 
 use tracing::field::{Field, Visit};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 
 use crate::args::LogFormat;
 
-/// Lines waiting for the log's thread at most; past it, logging waits (no line is dropped).
-const BUFFERED_LINES: usize = 8192;
+mod writer;
+
+pub use writer::Guard;
 
 /// Starts the log. Lines are written by a thread of their own, in batches, so a request never
 /// waits on stderr; keep the guard until the end: dropping it writes what is still queued.
-pub fn init(format: LogFormat) -> WorkerGuard {
+pub fn init(format: LogFormat) -> Guard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SUP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(BUFFERED_LINES)
-        .thread_name("log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = writer::batched(std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.fmt_fields(TextFields).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // One request span, so the list of spans would repeat `span`.
+        LogFormat::Json => builder.json().flatten_event(true).with_span_list(false).init(),
     }
     guard
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::ApiError;
 
@@ -18,32 +18,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<Value>::from_request(request, state).await?;
-        if !value.is_object() {
-            let found = match value {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            };
+        // Checked for syntax but not built into a tree: the fields are read once, into `T`.
+        let Json(raw) = Json::<Box<RawValue>>::from_request(request, state).await?;
+        let text = raw.get();
+        let found = match text.as_bytes().first() {
+            Some(b'{') => None,
+            Some(b'[') => Some("an array"),
+            Some(b'"') => Some("a string"),
+            Some(b't' | b'f') => Some("a boolean"),
+            Some(b'n') => Some("null"),
+            _ => Some("a number"),
+        };
+        if let Some(found) = found {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
                 format!("the body is {found}; send a JSON object with the fields in /openapi.yaml"),
             ));
         }
-        serde_path_to_error::deserialize(value).map(JsonObject).map_err(|err| {
-            let at = err.path().to_string();
-            let field = (at != ".").then_some(at);
-            let message =
-                format!("{}; fix the JSON body; see /openapi.yaml for its fields", err.into_inner());
-            let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message);
-            match field {
-                Some(field) => error.field(field),
-                None => error,
-            }
-        })
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+            .map(JsonObject)
+            .map_err(|err| {
+                let at = err.path().to_string();
+                let field = (at != ".").then_some(at);
+                let message =
+                    format!("{}; fix the JSON body; see /openapi.yaml for its fields", err.into_inner());
+                let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message);
+                match field {
+                    Some(field) => error.field(field),
+                    None => error,
+                }
+            })
     }
 }
 

@@ -203,9 +203,19 @@ async fn the_text_log_escapes_what_callers_send() {
         let (status, text) = read_response(&mut stream).await;
         assert_eq!(status, expected, "{path}: {text}");
     }
+    // The log is written in batches: wait for both requests' lines before the kill.
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.iter().filter(|l: &&String| l.contains("finished processing request")).count() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => panic!("both requests were not logged within 30 s:\n{}", log.join("\n")),
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let log: Vec<String> = lines_rx.try_iter().collect();
+    log.extend(lines_rx.try_iter());
     let log = log.join("\n");
     assert!(log.contains(r#"request_id="abc status=200 user=admin""#), "{log}");
     assert!(log.contains(r#"user="eve\n2026-12-02T00:00:00Z  INFO spawned user=admin\u{1b}[2J""#), "{log}");

@@ -1,9 +1,11 @@
 //! The log's writer: each line is appended to a buffer that a thread of its own writes out in
 //! batches, so a request never waits on stderr, and a busy log costs one write per batch.
 //!
-//! tracing-appender's non-blocking writer did the same through a channel whose receiver spins
-//! (`sched_yield`) before it sleeps, waking for nearly every line: under load on 2 CPUs that
-//! thread took ~20 % of the service's CPU (BENCHMARKS.md round 10).
+//! A line written to stderr from the runtime's threads was 14 % of a cached render's CPU
+//! (BENCHMARKS.md round 6). tracing-appender's non-blocking writer, used since, passes lines
+//! through a channel whose receiver spins (`sched_yield`) before it sleeps and woke for nearly
+//! every line; this writer wakes once a batch, and a cached render costs ~19 % less CPU with
+//! it (round 10).
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};

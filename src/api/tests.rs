@@ -487,6 +487,17 @@ async fn a_body_that_is_not_a_json_object_gets_a_422_saying_so() {
 }
 
 #[tokio::test]
+async fn an_object_body_may_come_with_blanks_around_it() {
+    // As a shell here-document sends it to curl.
+    let request = Request::post("/api/v1/render")
+        .header("content-type", "application/json")
+        .body(Body::from("\n  {\"user\": \"alice\"}\n\n"))
+        .unwrap();
+    let (status, text) = call(&app(), request).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+}
+
+#[tokio::test]
 async fn stop_and_status_check_the_user_and_namespace_as_render_does() {
     let app = app();
     for namespace in ["../../kube-system", "Bad NS\n", "kube_system", &"n".repeat(64)] {
